@@ -1,0 +1,169 @@
+// Package api is the roomserver's boundary: the only way other components
+// read or change rooms. It has an in-process implementation (package
+// roomserver) and, for split deployments, a NATS request/reply one.
+//
+// Events cross this boundary as gomatrixserverlib.PDU values; a remote
+// implementation carries them as {room_version, event JSON}.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/matrix-org/gomatrixserverlib"
+)
+
+// RoomserverAPI is implemented by the roomserver. All methods are safe for
+// concurrent use. Writes are serialized per room and parallel across rooms;
+// a method that changes a room returns only after the change is committed.
+type RoomserverAPI interface {
+	// CreateRoom builds, signs, authorises and stores the initial events of
+	// a new room in order, atomically: either all are stored or none.
+	CreateRoom(ctx context.Context, req *CreateRoomRequest) (*CreateRoomResponse, error)
+	// SendEvent builds an event from a local user's template on top of the
+	// room's current forward extremities and state, signs it, checks it
+	// against the auth rules and stores it. With a TransactionID the call is
+	// idempotent: a repeat returns the first event's ID.
+	SendEvent(ctx context.Context, req *SendEventRequest) (*SendEventResponse, error)
+
+	// QueryRoomInfo says whether the room is known here and its version.
+	QueryRoomInfo(ctx context.Context, roomID string) (*RoomInfo, error)
+	// QueryCurrentState returns current state events; with no tuples, all of them.
+	QueryCurrentState(ctx context.Context, roomID string, tuples []gomatrixserverlib.StateKeyTuple) ([]gomatrixserverlib.PDU, error)
+	// QueryStateAfterEvent returns the room state after the given event
+	// (including the event itself if it is a state event); with no tuples,
+	// all of it.
+	QueryStateAfterEvent(ctx context.Context, roomID, eventID string, tuples []gomatrixserverlib.StateKeyTuple) ([]gomatrixserverlib.PDU, error)
+	// QueryEventsByID returns the events found among eventIDs (missing ones
+	// are left out), redacted where a redaction applies.
+	QueryEventsByID(ctx context.Context, eventIDs []string) ([]gomatrixserverlib.PDU, error)
+	// QueryMembership returns a user's current membership in a room
+	// ("join", "invite", "leave", "ban", "knock", or "" if never a member).
+	QueryMembership(ctx context.Context, roomID, userID string) (*Membership, error)
+	// QueryRoomsForUser lists rooms where userID's current membership is one of memberships.
+	QueryRoomsForUser(ctx context.Context, userID string, memberships []string) ([]string, error)
+
+	// Aliases (client-server spec §"Room aliases").
+	SetRoomAlias(ctx context.Context, alias, roomID, creatorUserID string) error
+	GetRoomIDForAlias(ctx context.Context, alias string) (string, error)
+	RemoveRoomAlias(ctx context.Context, alias, requesterUserID string) error
+	GetAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
+}
+
+// CreateRoomRequest carries the initial events of a new room, already in
+// the order the spec's createRoom section gives (create, creator's join,
+// power levels, aliases, presets' rules, initial_state, name, topic, invites).
+type CreateRoomRequest struct {
+	RoomID      string
+	RoomVersion gomatrixserverlib.RoomVersion
+	Events      []EventTemplate
+}
+
+// CreateRoomResponse lists the stored events' IDs in order.
+type CreateRoomResponse struct {
+	EventIDs []string
+}
+
+// EventTemplate is an event before the roomserver fills in prev_events,
+// auth_events, depth, hashes and signatures.
+type EventTemplate struct {
+	Sender   string
+	Type     string
+	StateKey *string
+	Content  json.RawMessage
+	Redacts  string
+	// OriginServerTS overrides the timestamp (milliseconds); 0 means now.
+	OriginServerTS int64
+}
+
+// TransactionID identifies a client's send for idempotency
+// (client-server spec §"Transaction identifiers").
+type TransactionID struct {
+	DeviceID string `json:"device_id"`
+	TxnID    string `json:"txn_id"`
+}
+
+// SendEventRequest asks for one local event.
+type SendEventRequest struct {
+	RoomID        string
+	Event         EventTemplate
+	TransactionID *TransactionID
+}
+
+// SendEventResponse names the stored event.
+type SendEventResponse struct {
+	EventID string
+}
+
+// RoomInfo describes a known room.
+type RoomInfo struct {
+	RoomID      string
+	RoomVersion gomatrixserverlib.RoomVersion
+}
+
+// Membership is a user's membership with the event that set it.
+type Membership struct {
+	Membership string
+	EventID    string
+}
+
+// Errors the roomserver returns; callers map them to Matrix errors.
+var (
+	// ErrRoomNotFound: the room is not known on this server.
+	ErrRoomNotFound = errors.New("room not found")
+	// ErrAliasInUse: the alias already points at a room.
+	ErrAliasInUse = errors.New("alias already in use")
+	// ErrAliasNotFound: no such alias.
+	ErrAliasNotFound = errors.New("alias not found")
+	// ErrRoomExists: CreateRoom was given an ID that already exists.
+	ErrRoomExists = errors.New("room already exists")
+)
+
+// NotAllowedError says an event failed the auth rules; Reason is safe to
+// show to the client.
+type NotAllowedError struct{ Reason string }
+
+func (e *NotAllowedError) Error() string { return "not allowed: " + e.Reason }
+
+// BadEventError says an event template could not become a valid event
+// (bad content, too large, unknown room version); Reason is safe to show.
+type BadEventError struct {
+	Reason   string
+	TooLarge bool
+}
+
+func (e *BadEventError) Error() string { return "bad event: " + e.Reason }
+
+// OutputStream is the bus stream the roomserver publishes to, and
+// OutputSubject its subject. Every stored event is published once it is
+// committed, in commit order per room.
+const (
+	OutputStream  = "roomserver_output"
+	OutputSubject = "roomserver.output"
+)
+
+// OutputEvent is one message on the output stream.
+type OutputEvent struct {
+	// RoomID and RoomVersion of the event.
+	RoomID      string                        `json:"room_id"`
+	RoomVersion gomatrixserverlib.RoomVersion `json:"room_version"`
+	// Event is the full event JSON as stored (signed, hashed).
+	Event json.RawMessage `json:"event"`
+	// EventID of Event.
+	EventID string `json:"event_id"`
+	// RoomPosition increases by one per event stored in the room; consumers
+	// use (room_id, room_position) to ignore a redelivered message.
+	RoomPosition int64 `json:"room_position"`
+	// AddsStateEventIDs and RemovesStateEventIDs change the room's current
+	// state: applying them in stream order rebuilds the current state.
+	AddsStateEventIDs    []string `json:"adds_state_event_ids,omitempty"`
+	RemovesStateEventIDs []string `json:"removes_state_event_ids,omitempty"`
+	// SoftFailed events are stored but must not be shown to clients.
+	SoftFailed bool `json:"soft_failed,omitempty"`
+	// TransactionID is set for a local client's send, so that client's
+	// device can be told which of its sends this is.
+	TransactionID *TransactionID `json:"transaction_id,omitempty"`
+	// Sender's user ID (the event's sender, resolved for pseudo-ID rooms).
+	Sender string `json:"sender"`
+}
