@@ -1,0 +1,509 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/parley-chat/parley/internal/sqlutil"
+)
+
+// NewEvent is one roomserver output event, already parsed by the consumer.
+type NewEvent struct {
+	RoomID       string
+	RoomVersion  string
+	RoomPosition int64
+	EventID      string
+	Sender       string
+	Type         string
+	StateKey     *string
+	JSON         []byte
+	// OriginServerTS in milliseconds.
+	OriginServerTS int64
+	// Membership is content.membership of an m.room.member event.
+	Membership string
+	// HistoryVisibility is content.history_visibility of an
+	// m.room.history_visibility event.
+	HistoryVisibility string
+	// Redacts is the event an m.room.redaction redacts.
+	Redacts string
+	// AddsState and RemovesState change the room's current state.
+	AddsState    []string
+	RemovesState []string
+	SoftFailed   bool
+	TxnDeviceID  string
+	TxnID        string
+}
+
+// MembershipChange is a user's membership that changed with an event.
+type MembershipChange struct {
+	UserID     string
+	Membership string
+}
+
+// StoreResult says what StoreEvent did.
+type StoreResult struct {
+	// Duplicate is true when the event was already stored (a redelivery).
+	Duplicate bool
+	Position  int64
+	// Changes lists the current-state memberships the event changed.
+	Changes []MembershipChange
+}
+
+// DefaultHistoryVisibility applies when a room has no
+// m.room.history_visibility event (client-server spec §"Room History
+// Visibility").
+const DefaultHistoryVisibility = "shared"
+
+// StoreEvent stores one output event and applies its current-state changes
+// in one transaction. An event whose room position is not newer than the
+// room's stored one is a redelivery and changes nothing.
+func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) {
+	var res StoreResult
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		res = StoreResult{}
+		var lastRoomPos int64
+		err := tx.QueryRowContext(ctx, `SELECT last_room_position FROM syncapi_rooms WHERE room_id = $1`, ev.RoomID).Scan(&lastRoomPos)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			lastRoomPos = -1 << 62
+		case err != nil:
+			return fmt.Errorf("room position: %w", err)
+		}
+		if ev.RoomPosition <= lastRoomPos {
+			res.Duplicate = true
+			return nil
+		}
+
+		// The visibility that governs an event is the one in the state
+		// before it; for a change of visibility, the more permissive of the
+		// old and new value, so members can see the change itself.
+		visibility, err := currentHistoryVisibility(ctx, tx, ev.RoomID)
+		if err != nil {
+			return err
+		}
+		if ev.Type == "m.room.history_visibility" && ev.StateKey != nil && *ev.StateKey == "" && !ev.SoftFailed {
+			if visibilityRank(ev.HistoryVisibility) < visibilityRank(visibility) {
+				visibility = normaliseVisibility(ev.HistoryVisibility)
+			}
+		}
+		var prevContent sql.NullString
+		if ev.StateKey != nil && !ev.SoftFailed {
+			if err := tx.QueryRowContext(ctx, `SELECT e.event_json FROM syncapi_current_state s
+				JOIN syncapi_events e ON e.event_id = s.event_id
+				WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3`, ev.RoomID, ev.Type, *ev.StateKey).Scan(&prevContent); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("previous state: %w", err)
+			}
+			if prevContent.Valid {
+				prevContent.String = string(contentOf([]byte(prevContent.String)))
+			}
+		}
+		var stateKey sql.NullString
+		if ev.StateKey != nil {
+			stateKey = sql.NullString{String: *ev.StateKey, Valid: true}
+		}
+		err = tx.QueryRowContext(ctx, `INSERT INTO syncapi_events
+			(room_id, event_id, sender, type, state_key, event_json, prev_content, history_visibility, soft_failed, txn_device_id, txn_id, origin_server_ts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			ON CONFLICT (event_id) DO NOTHING RETURNING position`,
+			ev.RoomID, ev.EventID, ev.Sender, ev.Type, stateKey, string(ev.JSON), prevContent, visibility, ev.SoftFailed,
+			nullString(ev.TxnDeviceID), nullString(ev.TxnID), ev.OriginServerTS).Scan(&res.Position)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Same event under a new room position: already stored.
+			res.Duplicate = true
+			_, err = tx.ExecContext(ctx, `UPDATE syncapi_rooms SET last_room_position = $2 WHERE room_id = $1`, ev.RoomID, ev.RoomPosition)
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("insert event: %w", err)
+		}
+
+		if err := applyStateDelta(ctx, tx, ev, res.Position, &res); err != nil {
+			return err
+		}
+		if ev.Redacts != "" && !ev.SoftFailed {
+			if err := applyRedaction(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_rooms (room_id, room_version, last_room_position, last_position)
+			VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id) DO UPDATE SET last_room_position = excluded.last_room_position, last_position = excluded.last_position`,
+			ev.RoomID, ev.RoomVersion, ev.RoomPosition, res.Position)
+		if err != nil {
+			return fmt.Errorf("update room: %w", err)
+		}
+		return nil
+	})
+	return res, err
+}
+
+func applyStateDelta(ctx context.Context, tx *sql.Tx, ev *NewEvent, position int64, res *StoreResult) error {
+	if len(ev.RemovesState) > 0 {
+		args := stringArgs([]any{ev.RoomID}, ev.RemovesState)
+		rows, err := tx.QueryContext(ctx, `SELECT type, state_key FROM syncapi_current_state
+			WHERE room_id = $1 AND event_id IN (`+sqlutil.InList(2, len(ev.RemovesState))+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("removed state: %w", err)
+		}
+		var removedMembers []string
+		for rows.Next() {
+			var typ, sk string
+			if err := rows.Scan(&typ, &sk); err != nil {
+				rows.Close()
+				return err
+			}
+			if typ == "m.room.member" {
+				removedMembers = append(removedMembers, sk)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM syncapi_current_state
+			WHERE room_id = $1 AND event_id IN (`+sqlutil.InList(2, len(ev.RemovesState))+`)`, args...); err != nil {
+			return fmt.Errorf("remove state: %w", err)
+		}
+		for _, u := range removedMembers {
+			if err := recordMembership(ctx, tx, ev.RoomID, u, "leave", position, res); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range ev.AddsState {
+		var typ, membership string
+		var sk sql.NullString
+		var js string
+		if id == ev.EventID {
+			typ, membership = ev.Type, ev.Membership
+			if ev.StateKey != nil {
+				sk = sql.NullString{String: *ev.StateKey, Valid: true}
+			}
+		} else {
+			err := tx.QueryRowContext(ctx, `SELECT type, state_key, event_json FROM syncapi_events WHERE event_id = $1`, id).Scan(&typ, &sk, &js)
+			if errors.Is(err, sql.ErrNoRows) {
+				// The roomserver promises every added event was published
+				// first; a missing one is a bug there, not a reason to stall
+				// this room's stream forever.
+				return fmt.Errorf("added state event %s was never published", id)
+			}
+			if err != nil {
+				return fmt.Errorf("added state %s: %w", id, err)
+			}
+			if typ == "m.room.member" {
+				membership = membershipOf([]byte(js))
+			}
+		}
+		if !sk.Valid {
+			return fmt.Errorf("added state event %s has no state key", id)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_current_state (room_id, type, state_key, event_id, changed_at, membership)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, changed_at = excluded.changed_at, membership = excluded.membership`,
+			ev.RoomID, typ, sk.String, id, position, nullString(membership))
+		if err != nil {
+			return fmt.Errorf("add state %s: %w", id, err)
+		}
+		if typ == "m.room.member" {
+			if err := recordMembership(ctx, tx, ev.RoomID, sk.String, membership, position, res); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func recordMembership(ctx context.Context, tx *sql.Tx, roomID, userID, membership string, position int64, res *StoreResult) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_membership_changes (room_id, user_id, position, membership)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id, position) DO UPDATE SET membership = excluded.membership`,
+		roomID, userID, position, membership)
+	if err != nil {
+		return fmt.Errorf("record membership: %w", err)
+	}
+	res.Changes = append(res.Changes, MembershipChange{UserID: userID, Membership: membership})
+	return nil
+}
+
+// applyRedaction replaces the stored JSON of the redacted event with its
+// redacted form (client-server spec §"Redactions"), remembering the
+// redaction for unsigned.redacted_because.
+func applyRedaction(ctx context.Context, tx *sql.Tx, ev *NewEvent) error {
+	var js, roomVersion string
+	err := tx.QueryRowContext(ctx, `SELECT e.event_json, r.room_version FROM syncapi_events e
+		JOIN syncapi_rooms r ON r.room_id = e.room_id
+		WHERE e.event_id = $1 AND e.room_id = $2`, ev.Redacts, ev.RoomID).Scan(&js, &roomVersion)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // an unknown target stays unknown; nothing to strip
+	}
+	if err != nil {
+		return fmt.Errorf("redaction target: %w", err)
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(roomVersion))
+	if err != nil {
+		return nil
+	}
+	redacted, err := verImpl.RedactEventJSON([]byte(js))
+	if err != nil {
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE syncapi_events SET event_json = $1, redacted_because = $2 WHERE event_id = $3`,
+		string(redacted), string(ev.JSON), ev.Redacts)
+	if err != nil {
+		return fmt.Errorf("store redaction: %w", err)
+	}
+	return nil
+}
+
+func currentHistoryVisibility(ctx context.Context, tx *sql.Tx, roomID string) (string, error) {
+	var js string
+	err := tx.QueryRowContext(ctx, `SELECT e.event_json FROM syncapi_current_state s
+		JOIN syncapi_events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type = 'm.room.history_visibility' AND s.state_key = ''`, roomID).Scan(&js)
+	if errors.Is(err, sql.ErrNoRows) {
+		return DefaultHistoryVisibility, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("history visibility: %w", err)
+	}
+	var c struct {
+		Content struct {
+			HistoryVisibility string `json:"history_visibility"`
+		} `json:"content"`
+	}
+	_ = json.Unmarshal([]byte(js), &c)
+	return normaliseVisibility(c.Content.HistoryVisibility), nil
+}
+
+// normaliseVisibility maps unknown values to the default, as the spec
+// says to treat them.
+func normaliseVisibility(v string) string {
+	switch v {
+	case "world_readable", "shared", "invited", "joined":
+		return v
+	}
+	return DefaultHistoryVisibility
+}
+
+func visibilityRank(v string) int {
+	switch normaliseVisibility(v) {
+	case "world_readable":
+		return 0
+	case "shared":
+		return 1
+	case "invited":
+		return 2
+	default:
+		return 3
+	}
+}
+
+func contentOf(eventJSON []byte) json.RawMessage {
+	var e struct {
+		Content json.RawMessage `json:"content"`
+	}
+	_ = json.Unmarshal(eventJSON, &e)
+	if len(e.Content) == 0 {
+		return json.RawMessage("{}")
+	}
+	return e.Content
+}
+
+func membershipOf(eventJSON []byte) string {
+	var e struct {
+		Content struct {
+			Membership string `json:"membership"`
+		} `json:"content"`
+	}
+	_ = json.Unmarshal(eventJSON, &e)
+	return e.Content.Membership
+}
+
+// Event is a stored timeline event.
+type Event struct {
+	Position          int64
+	RoomID            string
+	EventID           string
+	Sender            string
+	Type              string
+	StateKey          *string
+	JSON              []byte
+	PrevContent       []byte
+	RedactedBecause   []byte
+	HistoryVisibility string
+	TxnDeviceID       string
+	TxnID             string
+}
+
+const eventColumns = `e.position, e.room_id, e.event_id, e.sender, e.type, e.state_key, e.event_json, e.prev_content, e.redacted_because, e.history_visibility, e.txn_device_id, e.txn_id`
+
+func scanEvents(rows *sql.Rows) ([]Event, error) {
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var sk, prev, because, txnDev, txnID sql.NullString
+		var js string
+		if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID); err != nil {
+			return nil, err
+		}
+		e.JSON = []byte(js)
+		if sk.Valid {
+			s := sk.String
+			e.StateKey = &s
+		}
+		if prev.Valid {
+			e.PrevContent = []byte(prev.String)
+		}
+		if because.Valid {
+			e.RedactedBecause = []byte(because.String)
+		}
+		e.TxnDeviceID, e.TxnID = txnDev.String, txnID.String
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// RangeQuery selects a room's visible (not soft-failed) timeline events
+// with After < position <= Before.
+type RangeQuery struct {
+	RoomID string
+	After  int64
+	Before int64
+	// Backwards returns the newest events first.
+	Backwards bool
+	Limit     int
+	// Types and NotTypes filter by event type ("*" is a wildcard prefix
+	// match); empty Types means all.
+	Types    []string
+	NotTypes []string
+	Senders  []string
+	NotSend  []string
+	// OpenFrom: events before this position are returned only if their
+	// history visibility lets non-members at the time see them (shared or
+	// world_readable). It lets the database skip most of the history a user
+	// may never see; the caller still checks each event exactly.
+	OpenFrom int64
+}
+
+// RoomEvents returns the events of q, at most q.Limit of them, in the
+// requested order.
+func (d *DB) RoomEvents(ctx context.Context, q RangeQuery) ([]Event, error) {
+	args := []any{q.RoomID, q.After, q.Before}
+	where := []string{"e.room_id = $1", "e.position > $2", "e.position <= $3", "e.soft_failed = FALSE"}
+	if q.OpenFrom > 0 {
+		args = append(args, q.OpenFrom)
+		where = append(where, fmt.Sprintf("(e.position >= $%d OR e.history_visibility IN ('shared', 'world_readable'))", len(args)))
+	}
+	addList := func(col string, list []string, not bool) {
+		if len(list) == 0 {
+			return
+		}
+		var parts []string
+		for _, v := range list {
+			if col == "e.type" && strings.HasSuffix(v, "*") {
+				args = append(args, strings.TrimSuffix(v, "*")+"%")
+				parts = append(parts, fmt.Sprintf("%s LIKE $%d", col, len(args)))
+			} else {
+				args = append(args, v)
+				parts = append(parts, fmt.Sprintf("%s = $%d", col, len(args)))
+			}
+		}
+		cond := "(" + strings.Join(parts, " OR ") + ")"
+		if not {
+			cond = "NOT " + cond
+		}
+		where = append(where, cond)
+	}
+	addList("e.type", q.Types, false)
+	addList("e.type", q.NotTypes, true)
+	addList("e.sender", q.Senders, false)
+	addList("e.sender", q.NotSend, true)
+	order := "ASC"
+	if q.Backwards {
+		order = "DESC"
+	}
+	args = append(args, q.Limit)
+	rows, err := d.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM syncapi_events e WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY e.position `+order+fmt.Sprintf(` LIMIT $%d`, len(args)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("room events: %w", err)
+	}
+	return scanEvents(rows)
+}
+
+// EventByID returns a stored event (soft-failed ones too: they exist, the
+// caller decides whether to show them), or nil.
+func (d *DB) EventByID(ctx context.Context, eventID string) (*Event, bool, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT `+eventColumns+`, e.soft_failed FROM syncapi_events e WHERE e.event_id = $1`, eventID)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, false, rows.Err()
+	}
+	var e Event
+	var sk, prev, because, txnDev, txnID sql.NullString
+	var js string
+	var softFailed bool
+	if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID, &softFailed); err != nil {
+		return nil, false, err
+	}
+	e.JSON = []byte(js)
+	if sk.Valid {
+		s := sk.String
+		e.StateKey = &s
+	}
+	if prev.Valid {
+		e.PrevContent = []byte(prev.String)
+	}
+	if because.Valid {
+		e.RedactedBecause = []byte(because.String)
+	}
+	e.TxnDeviceID, e.TxnID = txnDev.String, txnID.String
+	return &e, softFailed, rows.Err()
+}
+
+// RoomLastPositions returns the position of the newest stored event of
+// each known room among roomIDs.
+func (d *DB) RoomLastPositions(ctx context.Context, roomIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(roomIDs))
+	for start := 0; start < len(roomIDs); start += 500 {
+		chunk := roomIDs[start:min(start+500, len(roomIDs))]
+		rows, err := d.db.QueryContext(ctx, `SELECT room_id, last_position FROM syncapi_rooms WHERE room_id IN (`+sqlutil.InList(1, len(chunk))+`)`,
+			stringArgs(nil, chunk)...)
+		if err != nil {
+			return nil, fmt.Errorf("room positions: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var pos int64
+			if err := rows.Scan(&id, &pos); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = pos
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// RoomVersion returns a known room's version, or "" if unknown.
+func (d *DB) RoomVersion(ctx context.Context, roomID string) (string, error) {
+	var v string
+	err := d.db.QueryRowContext(ctx, `SELECT room_version FROM syncapi_rooms WHERE room_id = $1`, roomID).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
