@@ -10,11 +10,22 @@ import (
 // component, in the order of the client-server spec's sections.
 func (s *Server) Register(r chi.Router) {
 	auth := httputil.RequireAuth(s.users)
-	_ = auth
 
 	// Spec: client-server §2 "API Standards" (versions).
+	r.Get("/_matrix/client/versions", s.handleVersions)
 
 	// Spec: client-server §5 "Client authentication" (login, register, logout, accounts).
+	r.Get("/_matrix/client/v3/login", s.handleGetLogin)
+	r.Post("/_matrix/client/v3/login", s.handleLogin)
+	r.Post("/_matrix/client/v3/register", s.handleRegister)
+	r.Get("/_matrix/client/v3/register/available", s.handleRegisterAvailable)
+	r.Get("/_matrix/client/v1/register/m.login.registration_token/validity", s.handleRegistrationTokenValidity)
+	r.Group(func(r chi.Router) {
+		r.Use(auth)
+		r.Post("/_matrix/client/v3/logout", s.handleLogout)
+		r.Post("/_matrix/client/v3/logout/all", s.handleLogoutAll)
+		r.Get("/_matrix/client/v3/account/whoami", s.handleWhoami)
+	})
 
 	// Spec: client-server §7 "Capabilities".
 

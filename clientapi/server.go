@@ -21,9 +21,11 @@ type Server struct {
 	cfg   *config.Config
 	users userapi.UserAPI
 	rooms rsapi.RoomserverAPI
+	// limits throttle login and registration attempts (routes_login.go).
+	limits accountLimits
 }
 
 // New returns a client API server.
 func New(d Deps) *Server {
-	return &Server{cfg: d.Config, users: d.Users, rooms: d.Rooms}
+	return &Server{cfg: d.Config, users: d.Users, rooms: d.Rooms, limits: newAccountLimits(d.Config)}
 }
