@@ -121,3 +121,39 @@ func (e *accountEnv) register(localpart, password string) (userID, deviceID, tok
 	expect(e.t, "register "+localpart, resp, 200, "")
 	return resp.str("user_id"), resp.str("device_id"), resp.str("access_token")
 }
+
+// login logs localpart in with a password and returns the device ID and
+// access token.
+func (e *accountEnv) login(localpart, password, deviceID string) (string, string) {
+	e.t.Helper()
+	resp := e.do(request{Method: "POST", Path: "/_matrix/client/v3/login", Body: map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": localpart},
+		"password": password, "device_id": deviceID,
+	}})
+	expect(e.t, "login "+localpart, resp, 200, "")
+	return resp.str("device_id"), resp.str("access_token")
+}
+
+// passwordAuth is an m.login.password auth dict for localpart.
+func passwordAuth(localpart, password, session string) map[string]any {
+	return map[string]any{
+		"type": "m.login.password", "session": session, "password": password,
+		"identifier": map[string]any{"type": "m.id.user", "user": localpart},
+	}
+}
+
+// completeUIA sends body (without auth) to get a session, then again with
+// an m.login.password stage for localpart, and returns the final answer.
+func (e *accountEnv) completeUIA(method, path, token, localpart, password string, body map[string]any) response {
+	e.t.Helper()
+	first := e.do(request{Method: method, Path: path, Token: token, Body: body})
+	expect(e.t, method+" "+path+" without auth", first, 401, "")
+	if first.str("session") == "" || first.Body["flows"] == nil {
+		e.t.Fatalf("%s %s: UIA challenge without session or flows: %s", method, path, first.Raw)
+	}
+	withAuth := map[string]any{"auth": passwordAuth(localpart, password, first.str("session"))}
+	for k, v := range body {
+		withAuth[k] = v
+	}
+	return e.do(request{Method: method, Path: path, Token: token, Body: withAuth})
+}

@@ -25,13 +25,62 @@ func (s *Server) Register(r chi.Router) {
 		r.Post("/_matrix/client/v3/logout", s.handleLogout)
 		r.Post("/_matrix/client/v3/logout/all", s.handleLogoutAll)
 		r.Get("/_matrix/client/v3/account/whoami", s.handleWhoami)
+		r.Post("/_matrix/client/v3/account/password", s.handleChangePassword)
+		r.Post("/_matrix/client/v3/account/deactivate", s.handleDeactivate)
 	})
+	// Synapse's shared-secret admin registration, for admin tools and Complement.
+	r.Get("/_synapse/admin/v1/register", s.handleSharedSecretNonce)
+	r.Post("/_synapse/admin/v1/register", s.handleSharedSecretRegister)
 
 	// Spec: client-server §7 "Capabilities".
+	r.With(auth).Get("/_matrix/client/v3/capabilities", s.handleCapabilities)
 
 	// Spec: client-server §9 "Rooms" (creation, aliases, membership, events, state).
+	r.Get("/_matrix/client/v3/directory/room/{roomAlias}", s.handleGetAlias)
+	r.Group(func(r chi.Router) {
+		r.Use(auth)
+		r.Post("/_matrix/client/v3/createRoom", s.handleCreateRoom)
+		r.Put("/_matrix/client/v3/directory/room/{roomAlias}", s.handleSetAlias)
+		r.Delete("/_matrix/client/v3/directory/room/{roomAlias}", s.handleDeleteAlias)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/aliases", s.handleGetRoomAliases)
+		r.Get("/_matrix/client/v3/joined_rooms", s.handleJoinedRooms)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/invite", s.handleInvite)
+		r.Post("/_matrix/client/v3/join/{roomIdOrAlias}", s.handleJoinRoomByIDOrAlias)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/join", s.handleJoinRoom)
+		r.Post("/_matrix/client/v3/knock/{roomIdOrAlias}", s.handleKnock)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/leave", s.handleLeave)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/kick", s.handleKick)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/ban", s.handleBan)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/unban", s.handleUnban)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/event/{eventId}", s.handleGetEvent)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/state", s.handleGetState)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/state/{eventType}", s.handleGetStateEvent)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/", s.handleGetStateEvent)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}", s.handleGetStateEvent)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/members", s.handleGetMembers)
+		r.Get("/_matrix/client/v3/rooms/{roomId}/joined_members", s.handleGetJoinedMembers)
+		r.Put("/_matrix/client/v3/rooms/{roomId}/state/{eventType}", s.handleSetState)
+		r.Put("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/", s.handleSetState)
+		r.Put("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}", s.handleSetState)
+		r.Put("/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}", s.handleSendEvent)
+		r.Put("/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}", s.handleRedact)
+	})
 
 	// Spec: client-server §10 "User data" (profiles).
+	r.Get("/_matrix/client/v3/profile/{userId}", s.handleGetProfile)
+	r.Get("/_matrix/client/v3/profile/{userId}/displayname", s.handleGetDisplayName)
+	r.Get("/_matrix/client/v3/profile/{userId}/avatar_url", s.handleGetAvatarURL)
+	r.With(auth).Put("/_matrix/client/v3/profile/{userId}/displayname", s.handleSetDisplayName)
+	r.With(auth).Put("/_matrix/client/v3/profile/{userId}/avatar_url", s.handleSetAvatarURL)
 
 	// Spec: client-server §14 "Modules" (devices, openid, ...).
+	r.Group(func(r chi.Router) {
+		r.Use(auth)
+		r.Get("/_matrix/client/v3/devices", s.handleListDevices)
+		r.Get("/_matrix/client/v3/devices/{deviceId}", s.handleGetDevice)
+		r.Put("/_matrix/client/v3/devices/{deviceId}", s.handleUpdateDevice)
+		r.Delete("/_matrix/client/v3/devices/{deviceId}", s.handleDeleteDevice)
+		r.Post("/_matrix/client/v3/delete_devices", s.handleDeleteDevices)
+		r.Post("/_matrix/client/v3/user/{userId}/openid/request_token", s.handleRequestOpenIDToken)
+	})
 }

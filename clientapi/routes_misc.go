@@ -3,6 +3,8 @@ package clientapi
 import (
 	"net/http"
 
+	"github.com/matrix-org/gomatrixserverlib"
+
 	"github.com/parley-chat/parley/internal/httputil"
 )
 
@@ -20,4 +22,55 @@ func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) {
 		"versions":          specVersions,
 		"unstable_features": map[string]bool{},
 	})
+}
+
+// handleCapabilities is GET /capabilities (client-server spec
+// §"Capabilities negotiation"). Every room version gomatrixserverlib knows
+// as stable is offered, with the configured default.
+func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
+	available := map[string]string{}
+	for v := range gomatrixserverlib.StableRoomVersions() {
+		available[string(v)] = "stable"
+	}
+	enabled := map[string]bool{"enabled": true}
+	httputil.WriteJSON(w, http.StatusOK, map[string]any{
+		"capabilities": map[string]any{
+			"m.change_password": enabled,
+			"m.room_versions": map[string]any{
+				"default":   s.cfg.Rooms.DefaultVersion,
+				"available": available,
+			},
+			"m.set_displayname": enabled,
+			"m.set_avatar_url":  enabled,
+			"m.3pid_changes":    map[string]bool{"enabled": false},
+			"m.get_login_token": map[string]bool{"enabled": false},
+		},
+	})
+}
+
+// handleRequestOpenIDToken is POST /user/{userId}/openid/request_token
+// (client-server spec §"OpenID"): a token a third party can verify
+// through the federation API's userinfo endpoint.
+func (s *Server) handleRequestOpenIDToken(w http.ResponseWriter, r *http.Request) {
+	c := httputil.CallerFrom(r.Context())
+	var body struct{}
+	if err := httputil.DecodeJSON(r, s.cfg.Client.MaxBodyBytes, &body); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	userID, err := escapedPathValue(r, "userId")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	if userID != c.UserID {
+		httputil.WriteError(w, r, httputil.Forbidden("Cannot request an OpenID token for another user"))
+		return
+	}
+	tok, err := s.users.CreateOpenIDToken(r.Context(), c.UserID)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteJSON(w, http.StatusOK, tok)
 }
