@@ -118,6 +118,8 @@ var (
 	ErrAliasNotFound = errors.New("alias not found")
 	// ErrRoomExists: CreateRoom was given an ID that already exists.
 	ErrRoomExists = errors.New("room already exists")
+	// ErrEventNotFound: the event is not known in that room.
+	ErrEventNotFound = errors.New("event not found")
 )
 
 // NotAllowedError says an event failed the auth rules; Reason is safe to

@@ -1,0 +1,177 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/parley-chat/parley/internal/sqlutil"
+)
+
+// Event is one row of roomserver_events.
+type Event struct {
+	NID      int64
+	RoomNID  int64
+	EventID  string
+	Type     string
+	StateKey *string
+	Sender   string
+	Depth    int64
+	// Position is the room position, 0 for a rejected event.
+	Position     int64
+	StateBefore  int64
+	StateAfter   int64
+	CurrentState int64
+	Rejected     bool
+	SoftFailed   bool
+	Redacted     bool
+	TxnDevice    string
+	TxnID        string
+	JSON         []byte
+}
+
+const eventColumns = `event_nid, room_nid, event_id, event_type, state_key, sender, depth, room_position,
+	state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json`
+
+func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
+	var e Event
+	var stateKey, txnDevice, txnID sql.NullString
+	var pos sql.NullInt64
+	if err := row.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &stateKey, &e.Sender, &e.Depth, &pos,
+		&e.StateBefore, &e.StateAfter, &e.CurrentState, &e.Rejected, &e.SoftFailed, &e.Redacted,
+		&txnDevice, &txnID, &e.JSON); err != nil {
+		return nil, err
+	}
+	if stateKey.Valid {
+		e.StateKey = &stateKey.String
+	}
+	e.Position = pos.Int64
+	e.TxnDevice, e.TxnID = txnDevice.String, txnID.String
+	return &e, nil
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// InsertEvent stores an event row and returns its NID.
+func (d *Database) InsertEvent(ctx context.Context, q Querier, e *Event) (int64, error) {
+	var stateKey sql.NullString
+	if e.StateKey != nil {
+		stateKey = sql.NullString{String: *e.StateKey, Valid: true}
+	}
+	pos := sql.NullInt64{Int64: e.Position, Valid: e.Position > 0}
+	var nid int64
+	err := q.QueryRowContext(ctx, `INSERT INTO roomserver_events (room_nid, event_id, event_type, state_key, sender, depth,
+		room_position, state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING event_nid`,
+		e.RoomNID, e.EventID, e.Type, stateKey, e.Sender, e.Depth, pos, e.StateBefore, e.StateAfter, e.CurrentState,
+		e.Rejected, e.SoftFailed, e.Redacted, nullString(e.TxnDevice), nullString(e.TxnID), e.JSON).Scan(&nid)
+	return nid, err
+}
+
+func (d *Database) selectEvents(ctx context.Context, q Querier, query string, args ...any) ([]*Event, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// SelectEventsByID returns the stored events among ids, in no particular order.
+func (d *Database) SelectEventsByID(ctx context.Context, q Querier, ids []string) ([]*Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return d.selectEvents(ctx, q, `SELECT `+eventColumns+` FROM roomserver_events WHERE event_id IN (`+sqlutil.InList(1, len(args))+`)`, args...)
+}
+
+// SelectEventsByNID returns the stored events among nids, in no particular order.
+func (d *Database) SelectEventsByNID(ctx context.Context, q Querier, nids []int64) ([]*Event, error) {
+	if len(nids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(nids))
+	for i, n := range nids {
+		args[i] = n
+	}
+	return d.selectEvents(ctx, q, `SELECT `+eventColumns+` FROM roomserver_events WHERE event_nid IN (`+sqlutil.InList(1, len(args))+`)`, args...)
+}
+
+// SelectEventsAfterPosition returns up to limit of a room's events with a
+// room position above after, in position order.
+func (d *Database) SelectEventsAfterPosition(ctx context.Context, q Querier, roomNID, after int64, limit int) ([]*Event, error) {
+	return d.selectEvents(ctx, q, `SELECT `+eventColumns+` FROM roomserver_events
+		WHERE room_nid = $1 AND room_position > $2 ORDER BY room_position LIMIT $3`, roomNID, after, limit)
+}
+
+// SelectEventAtPosition returns the room's event at a position, or nil.
+func (d *Database) SelectEventAtPosition(ctx context.Context, q Querier, roomNID, pos int64) (*Event, error) {
+	e, err := scanEvent(q.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM roomserver_events
+		WHERE room_nid = $1 AND room_position = $2`, roomNID, pos))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return e, err
+}
+
+// SelectTransactionEvent returns the event ID a client's transaction
+// produced in a room, or "" if there is none.
+func (d *Database) SelectTransactionEvent(ctx context.Context, q Querier, roomNID int64, sender, device, txnID string) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT event_id FROM roomserver_events
+		WHERE room_nid = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4`, roomNID, sender, device, txnID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
+
+// UpdateEventRedacted replaces an event's JSON with its redacted form.
+func (d *Database) UpdateEventRedacted(ctx context.Context, q Querier, eventNID int64, redactedJSON []byte) error {
+	_, err := q.ExecContext(ctx, `UPDATE roomserver_events SET event_json = $2, redacted = TRUE WHERE event_nid = $1`, eventNID, redactedJSON)
+	return err
+}
+
+// InsertRedaction records that a redaction event targets an event.
+func (d *Database) InsertRedaction(ctx context.Context, q Querier, redactionID, redactsID string, applied bool) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO roomserver_redactions (redaction_event_id, redacts_event_id, applied)
+		VALUES ($1, $2, $3) ON CONFLICT (redaction_event_id) DO NOTHING`, redactionID, redactsID, applied)
+	return err
+}
+
+// SelectPendingRedactions lists unapplied redactions targeting an event.
+func (d *Database) SelectPendingRedactions(ctx context.Context, q Querier, redactsID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT redaction_event_id FROM roomserver_redactions
+		WHERE redacts_event_id = $1 AND applied = FALSE`, redactsID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// MarkRedactionApplied records that a redaction was applied.
+func (d *Database) MarkRedactionApplied(ctx context.Context, q Querier, redactionID string) error {
+	_, err := q.ExecContext(ctx, `UPDATE roomserver_redactions SET applied = TRUE WHERE redaction_event_id = $1`, redactionID)
+	return err
+}
