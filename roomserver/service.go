@@ -12,8 +12,8 @@
 package roomserver
 
 import (
-	"context"
 	"container/list"
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
