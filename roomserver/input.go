@@ -228,7 +228,7 @@ func (b *batch) run(ctx context.Context, tasks []*task) error {
 			id, err = b.sendLocal(ctx, t.send)
 			t.eventIDs = []string{id}
 		case taskInput:
-			t.eventIDs, err = b.inputEvents(ctx, t.events)
+			t.results, err = b.inputEvents(ctx, t.events)
 		}
 		if err != nil {
 			if !isClientError(err) {
@@ -782,19 +782,25 @@ func (b *batch) applyRedaction(ctx context.Context, redaction *eventMeta, target
 // signatures and hashes already checked), in order. Server-server spec
 // §"Checks performed on receipt of a PDU": an event failing auth against
 // its auth events or the state before it is rejected; one failing only
-// against the current state is soft-failed.
-func (b *batch) inputEvents(ctx context.Context, events []gomatrixserverlib.PDU) ([]string, error) {
-	ids := make([]string, 0, len(events))
+// against the current state is soft-failed. A returned error fails the
+// whole batch; a problem with one event is reported in its result.
+func (b *batch) inputEvents(ctx context.Context, events []gomatrixserverlib.PDU) ([]api.InputEventResult, error) {
+	results := make([]api.InputEventResult, 0, len(events))
 	for _, ev := range events {
-		if err := b.inputEvent(ctx, ev); err != nil {
-			return ids, err
+		res := api.InputEventResult{EventID: ev.EventID()}
+		err := b.inputEvent(ctx, ev, &res)
+		if err != nil {
+			if !isClientError(err) {
+				return nil, err
+			}
+			res.Error = err.Error()
 		}
-		ids = append(ids, ev.EventID())
+		results = append(results, res)
 	}
-	return ids, nil
+	return results, nil
 }
 
-func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU) error {
+func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, res *api.InputEventResult) error {
 	if ev.RoomID().String() != b.room.RoomID {
 		return &api.BadEventError{Reason: fmt.Sprintf("event %s is not in room %s", ev.EventID(), b.room.RoomID)}
 	}
@@ -808,7 +814,8 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU) error 
 	if err != nil {
 		return err
 	}
-	if known[ev.EventID()] != nil {
+	if k := known[ev.EventID()]; k != nil {
+		res.Rejected, res.SoftFailed = k.rejected, k.softFailed
 		return nil
 	}
 	found, err := b.eventsByID(ctx, append(append([]string{}, ev.PrevEventIDs()...), ev.AuthEventIDs()...))
@@ -827,8 +834,8 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU) error 
 	if len(missing) > 0 {
 		return &api.BadEventError{Reason: fmt.Sprintf("event %s: prev_events %v are not known", ev.EventID(), missing)}
 	}
-	if ev.Type() == spec.MRoomCreate && len(prevs) > 0 {
-		return &api.BadEventError{Reason: "m.room.create with prev_events"}
+	if ev.Type() == spec.MRoomCreate {
+		return &api.BadEventError{Reason: "a room's m.room.create event cannot be input into an existing room"}
 	}
 	before, err := b.stateBefore(ctx, prevs)
 	if err != nil {
@@ -870,6 +877,7 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU) error 
 	if rejected || softFailed {
 		logrus.WithFields(logrus.Fields{"event_id": ev.EventID(), "rejected": rejected, "soft_failed": softFailed}).Info("roomserver: event failed auth")
 	}
+	res.Rejected, res.SoftFailed = rejected, softFailed
 	meta, err := b.store(ctx, ev, before, prevs, rejected, softFailed, nil)
 	if err != nil {
 		return err

@@ -40,6 +40,18 @@ func (s *Service) SendEvent(ctx context.Context, req *api.SendEventRequest) (*ap
 	return &api.SendEventResponse{EventID: t.eventIDs[0]}, nil
 }
 
+// InputFederationEvents implements api.FederationRoomserverAPI.
+func (s *Service) InputFederationEvents(ctx context.Context, req *api.InputFederationEventsRequest) (*api.InputFederationEventsResponse, error) {
+	if len(req.Events) == 0 {
+		return &api.InputFederationEventsResponse{}, nil
+	}
+	t := &task{kind: taskInput, events: req.Events}
+	if err := s.submit(ctx, req.RoomID, t); err != nil {
+		return nil, err
+	}
+	return &api.InputFederationEventsResponse{Results: t.results}, nil
+}
+
 // reader gives queries the event loaders of a room, outside any batch.
 func (s *Service) reader(room *storage.Room, verImpl gomatrixserverlib.IRoomVersion) *batch {
 	return &batch{s: s, q: s.db.DB, rs: &roomState{room: *room, verImpl: verImpl}, room: *room}

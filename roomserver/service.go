@@ -74,7 +74,7 @@ type Service struct {
 	testHookPublish func(api.OutputEvent) error
 }
 
-var _ api.RoomserverAPI = (*Service)(nil)
+var _ api.FederationRoomserverAPI = (*Service)(nil)
 
 // Open prepares the roomserver's tables and output stream, re-publishes
 // events that were committed but may not have reached the bus before the
@@ -182,6 +182,7 @@ type task struct {
 	events []gomatrixserverlib.PDU
 
 	eventIDs []string
+	results  []api.InputEventResult
 	err      error
 	done     chan struct{}
 }

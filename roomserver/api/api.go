@@ -51,6 +51,45 @@ type RoomserverAPI interface {
 	GetAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
 }
 
+// FederationRoomserverAPI is what the federation component needs on top
+// of RoomserverAPI: input of events built by other servers. It is a
+// separate interface so that RoomserverAPI stays stable for its callers.
+type FederationRoomserverAPI interface {
+	RoomserverAPI
+	// InputFederationEvents stores events of a known room received from
+	// other servers, authorising each against its auth events, the state
+	// before it (resolving forks at its prev_events) and the current state
+	// (server-server spec §"Checks performed on receipt of a PDU"). The
+	// caller has already checked signatures and hashes.
+	InputFederationEvents(ctx context.Context, req *InputFederationEventsRequest) (*InputFederationEventsResponse, error)
+}
+
+// InputFederationEventsRequest carries events of one room, ordered so that
+// each event's prev_events and auth_events are stored or come before it.
+type InputFederationEventsRequest struct {
+	RoomID string
+	Events []gomatrixserverlib.PDU
+}
+
+// InputFederationEventsResponse has one result per input event, in order.
+type InputFederationEventsResponse struct {
+	Results []InputEventResult
+}
+
+// InputEventResult says what became of one input event.
+type InputEventResult struct {
+	EventID string
+	// Rejected events failed auth against their auth events or the state
+	// before them; they are stored as rejected and never published.
+	Rejected bool
+	// SoftFailed events passed those checks but not the current state; they
+	// are stored and published with SoftFailed set, and are not extremities.
+	SoftFailed bool
+	// Error, if set, says why the event was not processed at all (for
+	// example unknown prev_events); nothing was stored for it.
+	Error string
+}
+
 // CreateRoomRequest carries the initial events of a new room, already in
 // the order the spec's createRoom section gives (create, creator's join,
 // power levels, aliases, presets' rules, initial_state, name, topic, invites).
