@@ -30,6 +30,7 @@ type Config struct {
 	Rooms        Rooms        `yaml:"rooms" doc:"Room defaults."`
 	Federation   Federation   `yaml:"federation" doc:"Server-server API behaviour."`
 	WellKnown    WellKnown    `yaml:"well_known" doc:"Answers for /.well-known/matrix/client and /.well-known/matrix/server; empty keys are left out."`
+	Media        Media        `yaml:"media" doc:"The media repository: uploads, downloads, thumbnails and URL previews."`
 	Logging      Logging      `yaml:"logging" doc:"Logs."`
 }
 
@@ -106,6 +107,17 @@ type WellKnown struct {
 	Server        string `yaml:"server" doc:"m.server in /.well-known/matrix/server, e.g. 'matrix.example.org:443'."`
 }
 
+// Media configures the media repository.
+type Media struct {
+	MaxUploadBytes              int64    `yaml:"max_upload_bytes" doc:"Largest file accepted for upload, in bytes; larger uploads get 413 M_TOO_LARGE."`
+	StoreDir                    string   `yaml:"store_dir" doc:"Directory holding uploaded files and thumbnails, stored by SHA-256 (relative to the data directory). Every instance must see the same directory."`
+	AllowLegacyUnauthenticated  bool     `yaml:"allow_legacy_unauthenticated" doc:"Serve the deprecated unauthenticated /_matrix/media/v3 download, thumbnail, config and preview_url endpoints beside the authenticated /_matrix/client/v1/media ones."`
+	LegacyUnauthenticatedFrozen bool     `yaml:"legacy_unauthenticated_frozen" doc:"Freeze the unauthenticated endpoints (client-server spec 1.11): they keep serving media uploaded before the freeze was first switched on and answer 404 for anything newer."`
+	MaxThumbnailPixels          int64    `yaml:"max_thumbnail_pixels" doc:"Images with more pixels than this (width x height) are never decoded for thumbnails, so a small file cannot expand into gigabytes of memory."`
+	URLPreviewEnabled           bool     `yaml:"url_preview_enabled" doc:"Answer preview_url by fetching the page. Private, loopback, link-local and other internal addresses are never fetched."`
+	URLPreviewAllowPrivate      []string `yaml:"url_preview_allow_private" doc:"CIDRs (e.g. '10.1.2.0/24') that URL previews may fetch even though they are internal addresses. For tests and trusted intranets only."`
+}
+
 // Logging controls log output.
 type Logging struct {
 	Level  string `yaml:"level" doc:"One of debug, info, warn, error."`
@@ -130,6 +142,14 @@ func Default() *Config {
 		Rooms:        Rooms{DefaultVersion: "10"},
 		Federation:   Federation{Enabled: true, NotaryServers: []string{}},
 		Logging:      Logging{Level: "info", Format: "text"},
+		Media: Media{
+			MaxUploadBytes:             50 << 20,
+			StoreDir:                   "media",
+			AllowLegacyUnauthenticated: true,
+			MaxThumbnailPixels:         32_000_000,
+			URLPreviewEnabled:          true,
+			URLPreviewAllowPrivate:     []string{},
+		},
 	}
 }
 
@@ -198,6 +218,20 @@ func (c *Config) Validate() error {
 	}
 	if v := gomatrixserverlib.RoomVersion(c.Rooms.DefaultVersion); !gomatrixserverlib.StableRoomVersion(v) {
 		bad("rooms.default_version", "expected a stable room version (1-11), got %q", c.Rooms.DefaultVersion)
+	}
+	if c.Media.MaxUploadBytes < 1 || c.Media.MaxUploadBytes > 1<<40 {
+		bad("media.max_upload_bytes", "expected 1 to 1099511627776, got %d", c.Media.MaxUploadBytes)
+	}
+	if c.Media.StoreDir == "" {
+		bad("media.store_dir", "must name a directory")
+	}
+	if c.Media.MaxThumbnailPixels < 1 {
+		bad("media.max_thumbnail_pixels", "expected a positive number, got %d", c.Media.MaxThumbnailPixels)
+	}
+	for _, cidr := range c.Media.URLPreviewAllowPrivate {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			bad("media.url_preview_allow_private", "expected CIDRs like 10.0.0.0/8, got %q", cidr)
+		}
 	}
 	if !contains([]string{"debug", "info", "warn", "error"}, c.Logging.Level) {
 		bad("logging.level", "expected debug, info, warn or error, got %q", c.Logging.Level)
