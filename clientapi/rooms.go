@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -207,13 +208,14 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-// jsonObject checks that body is a JSON object and returns it compacted.
+// jsonObject checks that body is a JSON object (an empty body counts as
+// {}) and returns it.
 func jsonObject(body []byte) (json.RawMessage, error) {
 	var obj map[string]json.RawMessage
 	if err := httputil.UnmarshalJSONObject(body, &obj); err != nil {
 		return nil, err
 	}
-	if obj == nil {
+	if len(bytes.TrimSpace(body)) == 0 {
 		return json.RawMessage("{}"), nil
 	}
 	return body, nil

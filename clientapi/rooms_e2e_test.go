@@ -542,6 +542,11 @@ func TestRoomBadInput(t *testing.T) {
 		{"createRoom invalid alias name", alice, "POST", v3 + "/createRoom", map[string]any{"room_alias_name": "a:b"}, 400, "M_INVALID_PARAM"},
 		{"createRoom 3pid invite", alice, "POST", v3 + "/createRoom", map[string]any{"invite_3pid": []map[string]string{{"medium": "email", "address": "a@b.c", "id_server": "x"}}}, 400, "M_INVALID_PARAM"},
 		{"invite without user_id", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{}, 400, "M_MISSING_PARAM"},
+		{"invite user of another server", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{"user_id": "@bob:example.org"}, 400, "M_INVALID_PARAM"},
+		{"leave unknown room", alice, "POST", v3 + "/rooms/" + pathEsc(unknown) + "/leave", map[string]any{}, 404, "M_NOT_FOUND"},
+		{"leave a room one was never in", eve, "POST", v3 + "/rooms/" + pathEsc(room) + "/leave", map[string]any{}, 403, "M_FORBIDDEN"},
+		{"knock on a public room", eve, "POST", v3 + "/knock/" + pathEsc(room), map[string]any{}, 403, "M_FORBIDDEN"},
+		{"join alias of another server", alice, "POST", v3 + "/join/" + pathEsc("#a:example.org"), map[string]any{}, 404, "M_NOT_FOUND"},
 		{"invite invalid user", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{"user_id": "bob"}, 400, "M_INVALID_PARAM"},
 		{"members bad filter", alice, "GET", v3 + "/rooms/" + pathEsc(room) + "/members?membership=friend", nil, 400, "M_INVALID_PARAM"},
 		{"unknown event", alice, "GET", v3 + "/rooms/" + pathEsc(room) + "/event/" + pathEsc("$nope"), nil, 404, "M_NOT_FOUND"},
@@ -572,5 +577,35 @@ func TestRoomBadInput(t *testing.T) {
 		if err := roomRequest(t, alice, "PUT", v3+"/rooms/"+pathEsc(room)+"/state/m.room.canonical_alias/", map[string]any{"alias": alias}, &out); err != nil {
 			t.Fatalf("canonical alias pointing here: %v", err)
 		}
+		// Resolving needs no access token.
+		resolved := mustOK[*mautrix.RespAliasResolve](t, "anonymous resolve")(srv.Client(t).ResolveAlias(ctx, alias))
+		if resolved.RoomID != room {
+			t.Fatalf("resolved to %s", resolved.RoomID)
+		}
+		// Neither bob (a member without the power to set the canonical
+		// alias) nor eve (not a member) created the alias or may delete it.
+		_, err = bob.DeleteAlias(ctx, alias)
+		wantMatrixError(t, "bob deletes alice's alias", err, http.StatusForbidden, "M_FORBIDDEN")
+		_, err = eve.DeleteAlias(ctx, alias)
+		wantMatrixError(t, "eve deletes alice's alias", err, http.StatusForbidden, "M_FORBIDDEN")
+		mustOK[*mautrix.RespAliasDelete](t, "alice deletes")(alice.DeleteAlias(ctx, alias))
+	})
+
+	t.Run("knock", func(t *testing.T) {
+		knockRoom := mustOK[*mautrix.RespCreateRoom](t, "create")(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+			RoomAliasName: "knock",
+			InitialState:  []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}},
+		})).RoomID
+		_, err := eve.JoinRoomByID(ctx, knockRoom)
+		wantMatrixError(t, "join a knock room uninvited", err, http.StatusForbidden, "M_FORBIDDEN")
+		knocked := mustOK[*mautrix.RespKnockRoom](t, "knock")(eve.KnockRoom(ctx, "#knock:"+srv.ServerName, &mautrix.ReqKnockRoom{Reason: "let me in"}))
+		if knocked.RoomID != knockRoom {
+			t.Fatalf("knock answered %s", knocked.RoomID)
+		}
+		if m := roomStateContent(t, alice, knockRoom, event.StateMember, string(eve.UserID)); m["membership"] != "knock" || m["reason"] != "let me in" {
+			t.Fatalf("knock member event = %v", m)
+		}
+		mustOK[*mautrix.RespInviteUser](t, "accept knock")(alice.InviteUser(ctx, knockRoom, &mautrix.ReqInviteUser{UserID: eve.UserID}))
+		mustOK[*mautrix.RespJoinRoom](t, "join")(eve.JoinRoomByID(ctx, knockRoom))
 	})
 }

@@ -169,9 +169,17 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, roomError(err, errUnknownRoom()))
 		return
 	}
-	// Leaving a room one has already left changes nothing; answering it
-	// as a success keeps a client's retry harmless.
-	if m.Membership != visibility.Leave {
+	switch m.Membership {
+	case visibility.Leave:
+		// Leaving a room one has already left changes nothing; answering
+		// it as a success keeps a client's retry harmless.
+	case "":
+		// The auth rules library accepts leave-after-leave (for events
+		// other servers sent that way), and a missing membership counts
+		// as leave, so a stranger's "leave" would be stored; refuse it.
+		httputil.WriteError(w, r, httputil.Forbidden("You are not a member of this room"))
+		return
+	default:
 		if _, err := s.sendMembership(ctx, roomID, caller, visibility.Leave, body.Reason); err != nil {
 			httputil.WriteError(w, r, err)
 			return
