@@ -41,9 +41,7 @@ func New(ev gomatrixserverlib.PDU) Event {
 	if len(out.Content) == 0 {
 		out.Content = json.RawMessage("{}")
 	}
-	if u := ev.Unsigned(); len(u) > 0 && u[0] == '{' && string(u) != "{}" {
-		out.Unsigned = json.RawMessage(u)
-	}
+	out.Unsigned = clientUnsigned(ev.Unsigned())
 	if out.Redacts == "" && ev.Type() == "m.room.redaction" {
 		var c struct {
 			Redacts string `json:"redacts"`
@@ -53,6 +51,28 @@ func New(ev gomatrixserverlib.PDU) Event {
 		}
 	}
 	return out
+}
+
+// unsignedForClients are the unsigned keys clients may see. Others, such
+// as whatever a remote server put there, stay on the server.
+var unsignedForClients = []string{"prev_content", "replaces_state", "redacted_because", "invite_room_state", "knock_room_state"}
+
+func clientUnsigned(raw []byte) json.RawMessage {
+	var all map[string]json.RawMessage
+	if len(raw) == 0 || json.Unmarshal(raw, &all) != nil {
+		return nil
+	}
+	kept := map[string]json.RawMessage{}
+	for _, k := range unsignedForClients {
+		if v, ok := all[k]; ok {
+			kept[k] = v
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(kept)
+	return b
 }
 
 // List formats events in order.
