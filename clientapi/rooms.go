@@ -56,6 +56,8 @@ func roomError(err error, unknownRoom *httputil.Error) error {
 		return httputil.NewError(http.StatusConflict, "M_ROOM_IN_USE", "Room alias already in use")
 	case errors.Is(err, rsapi.ErrAliasNotFound):
 		return httputil.NotFound("Room alias not found")
+	case errors.Is(err, rsapi.ErrEventNotFound):
+		return httputil.NotFound("Event not found")
 	}
 	return err
 }
