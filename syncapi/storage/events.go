@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/sirupsen/logrus"
 
 	"github.com/parley-chat/parley/internal/sqlutil"
 )
@@ -189,9 +190,10 @@ func applyStateDelta(ctx context.Context, tx *sql.Tx, ev *NewEvent, position int
 			err := tx.QueryRowContext(ctx, `SELECT type, state_key, event_json FROM syncapi_events WHERE event_id = $1`, id).Scan(&typ, &sk, &js)
 			if errors.Is(err, sql.ErrNoRows) {
 				// The roomserver promises every added event was published
-				// first; a missing one is a bug there, not a reason to stall
-				// this room's stream forever.
-				return fmt.Errorf("added state event %s was never published", id)
+				// first; a missing one is a bug there, and retrying would
+				// stall every room behind this message forever.
+				logrus.WithFields(logrus.Fields{"room_id": ev.RoomID, "event_id": id}).Error("syncapi: added state event was never published; skipping it")
+				continue
 			}
 			if err != nil {
 				return fmt.Errorf("added state %s: %w", id, err)
@@ -201,7 +203,8 @@ func applyStateDelta(ctx context.Context, tx *sql.Tx, ev *NewEvent, position int
 			}
 		}
 		if !sk.Valid {
-			return fmt.Errorf("added state event %s has no state key", id)
+			logrus.WithFields(logrus.Fields{"room_id": ev.RoomID, "event_id": id}).Error("syncapi: added state event has no state key; skipping it")
+			continue
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_current_state (room_id, type, state_key, event_id, changed_at, membership)
 			VALUES ($1, $2, $3, $4, $5, $6)
@@ -338,9 +341,10 @@ type Event struct {
 	HistoryVisibility string
 	TxnDeviceID       string
 	TxnID             string
+	OriginServerTS    int64
 }
 
-const eventColumns = `e.position, e.room_id, e.event_id, e.sender, e.type, e.state_key, e.event_json, e.prev_content, e.redacted_because, e.history_visibility, e.txn_device_id, e.txn_id`
+const eventColumns = `e.position, e.room_id, e.event_id, e.sender, e.type, e.state_key, e.event_json, e.prev_content, e.redacted_because, e.history_visibility, e.txn_device_id, e.txn_id, e.origin_server_ts`
 
 func scanEvents(rows *sql.Rows) ([]Event, error) {
 	defer rows.Close()
@@ -349,7 +353,7 @@ func scanEvents(rows *sql.Rows) ([]Event, error) {
 		var e Event
 		var sk, prev, because, txnDev, txnID sql.NullString
 		var js string
-		if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID); err != nil {
+		if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID, &e.OriginServerTS); err != nil {
 			return nil, err
 		}
 		e.JSON = []byte(js)
@@ -378,12 +382,13 @@ type RangeQuery struct {
 	// Backwards returns the newest events first.
 	Backwards bool
 	Limit     int
-	// Types and NotTypes filter by event type ("*" is a wildcard prefix
-	// match); empty Types means all.
-	Types    []string
-	NotTypes []string
-	Senders  []string
-	NotSend  []string
+	// Types, NotTypes, Senders and NotSenders are exact-match lists that
+	// narrow the query in the database (empty: no restriction); wildcard
+	// filters are applied by the caller.
+	Types      []string
+	NotTypes   []string
+	Senders    []string
+	NotSenders []string
 	// OpenFrom: events before this position are returned only if their
 	// history visibility lets non-members at the time see them (shared or
 	// world_readable). It lets the database skip most of the history a user
@@ -400,30 +405,10 @@ func (d *DB) RoomEvents(ctx context.Context, q RangeQuery) ([]Event, error) {
 		args = append(args, q.OpenFrom)
 		where = append(where, fmt.Sprintf("(e.position >= $%d OR e.history_visibility IN ('shared', 'world_readable'))", len(args)))
 	}
-	addList := func(col string, list []string, not bool) {
-		if len(list) == 0 {
-			return
-		}
-		var parts []string
-		for _, v := range list {
-			if col == "e.type" && strings.HasSuffix(v, "*") {
-				args = append(args, strings.TrimSuffix(v, "*")+"%")
-				parts = append(parts, fmt.Sprintf("%s LIKE $%d", col, len(args)))
-			} else {
-				args = append(args, v)
-				parts = append(parts, fmt.Sprintf("%s = $%d", col, len(args)))
-			}
-		}
-		cond := "(" + strings.Join(parts, " OR ") + ")"
-		if not {
-			cond = "NOT " + cond
-		}
-		where = append(where, cond)
-	}
-	addList("e.type", q.Types, false)
-	addList("e.type", q.NotTypes, true)
-	addList("e.sender", q.Senders, false)
-	addList("e.sender", q.NotSend, true)
+	where = inListCond(where, &args, "e.type", q.Types, false)
+	where = inListCond(where, &args, "e.type", q.NotTypes, true)
+	where = inListCond(where, &args, "e.sender", q.Senders, false)
+	where = inListCond(where, &args, "e.sender", q.NotSenders, true)
 	order := "ASC"
 	if q.Backwards {
 		order = "DESC"
@@ -452,7 +437,7 @@ func (d *DB) EventByID(ctx context.Context, eventID string) (*Event, bool, error
 	var sk, prev, because, txnDev, txnID sql.NullString
 	var js string
 	var softFailed bool
-	if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID, &softFailed); err != nil {
+	if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID, &e.OriginServerTS, &softFailed); err != nil {
 		return nil, false, err
 	}
 	e.JSON = []byte(js)
@@ -506,4 +491,35 @@ func (d *DB) RoomVersion(ctx context.Context, roomID string) (string, error) {
 		return "", nil
 	}
 	return v, err
+}
+
+// inListCond adds "col IN (...)" (or NOT IN) for a non-empty list.
+func inListCond(where []string, args *[]any, col string, list []string, not bool) []string {
+	if len(list) == 0 {
+		return where
+	}
+	start := len(*args) + 1
+	*args = stringArgs(*args, list)
+	op := " IN ("
+	if not {
+		op = " NOT IN ("
+	}
+	return append(where, col+op+sqlutil.InList(start, len(list))+")")
+}
+
+// EventsByTimestamp returns up to limit visible (not soft-failed) events of
+// a room sent at or after ts (forwards, oldest first) or at or before it
+// (newest first), for timestamp_to_event.
+func (d *DB) EventsByTimestamp(ctx context.Context, roomID string, ts int64, forwards bool, limit int) ([]Event, error) {
+	cond, order := "e.origin_server_ts >= $2", "ASC"
+	if !forwards {
+		cond, order = "e.origin_server_ts <= $2", "DESC"
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM syncapi_events e
+		WHERE e.room_id = $1 AND `+cond+` AND e.soft_failed = FALSE
+		ORDER BY e.origin_server_ts `+order+`, e.position `+order+` LIMIT $3`, roomID, ts, limit)
+	if err != nil {
+		return nil, fmt.Errorf("events by timestamp: %w", err)
+	}
+	return scanEvents(rows)
 }

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -88,8 +90,8 @@ type StateQuery struct {
 	RoomID string
 	// ChangedAfter, when > 0, returns only entries changed after it.
 	ChangedAfter int64
-	// Types restricts to these event types ("*" suffix wildcard); empty
-	// means all. NotTypes excludes.
+	// Types restricts to these exact event types (empty: all); NotTypes
+	// excludes exact types. Wildcards are the caller's to apply.
 	Types    []string
 	NotTypes []string
 	// MemberKeys, when not nil, restricts m.room.member events to these
@@ -107,25 +109,8 @@ func (d *DB) CurrentState(ctx context.Context, q StateQuery) ([]Event, error) {
 		args = append(args, q.ChangedAfter)
 		where = append(where, fmt.Sprintf("s.changed_at > $%d", len(args)))
 	}
-	typeCond := func(list []string) string {
-		var parts []string
-		for _, v := range list {
-			if strings.HasSuffix(v, "*") {
-				args = append(args, strings.TrimSuffix(v, "*")+"%")
-				parts = append(parts, fmt.Sprintf("s.type LIKE $%d", len(args)))
-			} else {
-				args = append(args, v)
-				parts = append(parts, fmt.Sprintf("s.type = $%d", len(args)))
-			}
-		}
-		return "(" + strings.Join(parts, " OR ") + ")"
-	}
-	if len(q.Types) > 0 {
-		where = append(where, typeCond(q.Types))
-	}
-	if len(q.NotTypes) > 0 {
-		where = append(where, "NOT "+typeCond(q.NotTypes))
-	}
+	where = inListCond(where, &args, "s.type", q.Types, false)
+	where = inListCond(where, &args, "s.type", q.NotTypes, true)
 	if q.OnlyMembers {
 		where = append(where, "s.type = 'm.room.member'")
 	}
@@ -197,4 +182,19 @@ func (d *DB) RoomSummary(ctx context.Context, roomID, exclude string, limit int)
 		s.Members = append(s.Members, u)
 	}
 	return s, rows.Err()
+}
+
+// CurrentMembership returns a user's current membership in a room, or ""
+// if they have none.
+func (d *DB) CurrentMembership(ctx context.Context, roomID, userID string) (string, error) {
+	var m sql.NullString
+	err := d.db.QueryRowContext(ctx, `SELECT membership FROM syncapi_current_state
+		WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, userID).Scan(&m)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("current membership: %w", err)
+	}
+	return m.String, nil
 }

@@ -109,11 +109,6 @@ CREATE TABLE syncapi_send_to_device_txns (
 	txn_id TEXT NOT NULL,
 	PRIMARY KEY (sender, device_id, txn_id)
 );
-CREATE TABLE syncapi_devices (
-	user_id TEXT NOT NULL,
-	device_id TEXT NOT NULL,
-	PRIMARY KEY (user_id, device_id)
-);
 CREATE TABLE syncapi_filters (
 	filter_id BIGSERIAL PRIMARY KEY,
 	user_id TEXT NOT NULL,

@@ -209,35 +209,6 @@ func (d *DB) DeleteToDeviceUpTo(ctx context.Context, userID, deviceID string, po
 	return nil
 }
 
-// RecordDevice remembers that a user's device has synced, so to-device
-// messages addressed to "*" reach it.
-func (d *DB) RecordDevice(ctx context.Context, userID, deviceID string) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO syncapi_devices (user_id, device_id) VALUES ($1, $2)
-		ON CONFLICT (user_id, device_id) DO NOTHING`, userID, deviceID)
-	if err != nil {
-		return fmt.Errorf("record device: %w", err)
-	}
-	return nil
-}
-
-// KnownDevices lists the devices of a user that have synced here.
-func (d *DB) KnownDevices(ctx context.Context, userID string) ([]string, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT device_id FROM syncapi_devices WHERE user_id = $1 ORDER BY device_id`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("known devices: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
-}
-
 // PutFilter stores a user's filter and returns its ID.
 func (d *DB) PutFilter(ctx context.Context, userID string, filter []byte) (string, error) {
 	var id int64

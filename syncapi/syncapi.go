@@ -1,0 +1,159 @@
+// Package syncapi serves /sync and the endpoints whose data only sync
+// delivers: /messages, /context, typing, receipts, read markers, account
+// data and tags, send-to-device and filters.
+//
+// It keeps its own copy of rooms (timelines, current state, memberships),
+// fed only by the roomserver's output stream; it never reads the
+// roomserver's tables. Long-polling syncs wait on an in-memory Notifier
+// that is woken per user, so an idle connection costs no CPU and no
+// database queries.
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/sirupsen/logrus"
+
+	"github.com/parley-chat/parley/config"
+	"github.com/parley-chat/parley/internal/bus"
+	"github.com/parley-chat/parley/internal/sqlutil"
+	rsapi "github.com/parley-chat/parley/roomserver/api"
+	"github.com/parley-chat/parley/syncapi/storage"
+	userapi "github.com/parley-chat/parley/userapi/api"
+)
+
+// Service is the sync API.
+type Service struct {
+	cfg      *config.Config
+	db       *storage.DB
+	users    userapi.UserAPI
+	notifier *Notifier
+	typing   *Typing
+	sub      *bus.Subscription
+
+	// acked remembers, per "user|device", the to-device position already
+	// deleted, so repeated syncs with the same since do not rewrite.
+	ackMu sync.Mutex
+	acked map[string]int64
+}
+
+// Open runs the sync API's migrations, loads room memberships for the
+// notifier and starts consuming the roomserver's output stream through the
+// durable consumer "syncapi". rooms is accepted for symmetry with the other
+// components; the sync API answers everything from its own tables.
+func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, users userapi.UserAPI, rooms rsapi.RoomserverAPI) (*Service, error) {
+	_ = rooms
+	store, err := storage.Open(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("syncapi storage: %w", err)
+	}
+	s := &Service{cfg: cfg, db: store, users: users, notifier: NewNotifier(), acked: map[string]int64{}}
+	s.typing = NewTyping(func(roomID string) { s.notifier.WakeRoom(roomID) })
+	if err := store.JoinedMembers(ctx, func(roomID, userID string) {
+		s.notifier.SetMembership(roomID, userID, "join")
+	}); err != nil {
+		return nil, err
+	}
+	if err := b.EnsureStream(ctx, rsapi.OutputStream, rsapi.OutputSubject); err != nil {
+		return nil, err
+	}
+	s.sub, err = b.Subscribe(ctx, rsapi.OutputStream, "syncapi", rsapi.OutputSubject, s.handleOutput)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops consuming the stream.
+func (s *Service) Close() {
+	if s.sub != nil {
+		s.sub.Stop()
+	}
+}
+
+// handleOutput stores one roomserver output event and wakes the users it
+// concerns. A message that cannot be parsed is logged and skipped: retrying
+// it would stall every room behind it.
+func (s *Service) handleOutput(ctx context.Context, msg bus.Message) error {
+	var oe rsapi.OutputEvent
+	if err := json.Unmarshal(msg.Data, &oe); err != nil {
+		logrus.WithError(err).WithField("seq", msg.Sequence).Error("syncapi: malformed roomserver output; skipping")
+		return nil
+	}
+	ne, err := newEventFromOutput(&oe)
+	if err != nil {
+		logrus.WithError(err).WithFields(logrus.Fields{"seq": msg.Sequence, "event_id": oe.EventID}).Error("syncapi: bad event in roomserver output; skipping")
+		return nil
+	}
+	return s.storeAndNotify(ctx, ne)
+}
+
+func (s *Service) storeAndNotify(ctx context.Context, ne *storage.NewEvent) error {
+	res, err := s.db.StoreEvent(ctx, ne)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", ne.EventID, err)
+	}
+	if res.Duplicate {
+		return nil
+	}
+	extra := make([]string, 0, len(res.Changes))
+	for _, c := range res.Changes {
+		s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)
+		extra = append(extra, c.UserID)
+	}
+	if !ne.SoftFailed || len(extra) > 0 {
+		s.notifier.WakeRoom(ne.RoomID, extra...)
+	}
+	return nil
+}
+
+// newEventFromOutput parses an output event's JSON with its room version.
+func newEventFromOutput(oe *rsapi.OutputEvent) (*storage.NewEvent, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(oe.RoomVersion)
+	if err != nil {
+		return nil, err
+	}
+	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(oe.EventID, oe.Event, false)
+	if err != nil {
+		return nil, fmt.Errorf("parse event: %w", err)
+	}
+	if pdu.RoomID().String() != oe.RoomID {
+		return nil, fmt.Errorf("event room %s differs from output room %s", pdu.RoomID().String(), oe.RoomID)
+	}
+	sender := oe.Sender
+	if sender == "" {
+		sender = string(pdu.SenderID())
+	}
+	ne := &storage.NewEvent{
+		RoomID:         oe.RoomID,
+		RoomVersion:    string(oe.RoomVersion),
+		RoomPosition:   oe.RoomPosition,
+		EventID:        oe.EventID,
+		Sender:         sender,
+		Type:           pdu.Type(),
+		StateKey:       pdu.StateKey(),
+		JSON:           oe.Event,
+		OriginServerTS: int64(pdu.OriginServerTS()),
+		AddsState:      oe.AddsStateEventIDs,
+		RemovesState:   oe.RemovesStateEventIDs,
+		SoftFailed:     oe.SoftFailed,
+	}
+	if pdu.Type() == "m.room.member" {
+		ne.Membership, _ = pdu.Membership()
+	}
+	if pdu.Type() == "m.room.redaction" {
+		ne.Redacts = pdu.Redacts()
+	}
+	if pdu.Type() == "m.room.history_visibility" {
+		hv, _ := pdu.HistoryVisibility()
+		ne.HistoryVisibility = string(hv)
+	}
+	if oe.TransactionID != nil {
+		ne.TxnDeviceID, ne.TxnID = oe.TransactionID.DeviceID, oe.TransactionID.TxnID
+	}
+	return ne, nil
+}
