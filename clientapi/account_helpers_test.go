@@ -21,13 +21,13 @@ import (
 // accountEnv is the client API's account routes over a real user API on
 // a fresh database, without a roomserver.
 type accountEnv struct {
-	t       *testing.T
+	t       testing.TB
 	cfg     *config.Config
 	users   *userapi.Service
 	handler http.Handler
 }
 
-func newAccountEnv(t *testing.T, dbURL string, configure func(*config.Config)) *accountEnv {
+func newAccountEnv(t testing.TB, dbURL string, configure func(*config.Config)) *accountEnv {
 	t.Helper()
 	db, err := sqlutil.Open(dbURL)
 	if err != nil {
@@ -104,7 +104,7 @@ func (e *accountEnv) do(req request) response {
 }
 
 // expect fails unless resp has the status and, if errcode is not "", that errcode.
-func expect(t *testing.T, what string, resp response, status int, errcode string) {
+func expect(t testing.TB, what string, resp response, status int, errcode string) {
 	t.Helper()
 	if resp.Status != status || resp.str("errcode") != errcode {
 		t.Fatalf("%s: got %d %s, want %d %s", what, resp.Status, resp.Raw, status, errcode)
