@@ -41,7 +41,7 @@ func (s *Server) handleListDevices(w http.ResponseWriter, r *http.Request) {
 
 // callerDevice loads the {deviceId} device of the caller, or answers 404.
 func (s *Server) callerDevice(r *http.Request) (*userapi.Device, error) {
-	deviceID, err := escapedPathValue(r, "deviceId")
+	deviceID, err := pathParam(r, "deviceId")
 	if err != nil {
 		return nil, err
 	}

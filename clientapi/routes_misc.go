@@ -58,7 +58,7 @@ func (s *Server) handleRequestOpenIDToken(w http.ResponseWriter, r *http.Request
 		httputil.WriteError(w, r, err)
 		return
 	}
-	userID, err := escapedPathValue(r, "userId")
+	userID, err := pathParam(r, "userId")
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return

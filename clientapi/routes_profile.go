@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/url"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/sirupsen/logrus"
 
@@ -25,25 +23,10 @@ const (
 	maxAvatarURLLength   = 1000
 )
 
-// escapedPathValue returns a path parameter percent-decoded: chi hands it
-// over still escaped when the request path had escapes (such as %40 and
-// %3A in a user ID).
-func escapedPathValue(r *http.Request, name string) (string, error) {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath == "" {
-		return v, nil
-	}
-	dec, err := url.PathUnescape(v)
-	if err != nil {
-		return "", httputil.InvalidParam("Path parameter %s is not correctly escaped", name)
-	}
-	return dec, nil
-}
-
 // profileUser returns the {userId} of a profile route after checking its
 // grammar.
 func profileUser(r *http.Request) (string, error) {
-	userID, err := escapedPathValue(r, "userId")
+	userID, err := pathParam(r, "userId")
 	if err != nil {
 		return "", err
 	}
