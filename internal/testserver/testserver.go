@@ -57,7 +57,7 @@ type Server struct {
 // the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	bin := binary(t)
+	bin := Binary(t)
 	addr := freeAddr(t)
 	s := &Server{
 		Addr:    addr,
@@ -204,8 +204,9 @@ var (
 	buildErr  error
 )
 
-// binary builds ./cmd/parley once per test process.
-func binary(t testing.TB) string {
+// Binary returns the path of the parley binary, built from ./cmd/parley
+// once per test process.
+func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		out, err := exec.Command("go", "env", "GOMOD").Output()
