@@ -1,0 +1,31 @@
+package federation
+
+import (
+	"github.com/go-chi/chi/v5"
+)
+
+// routes is THE route table of the server-server API, in spec order.
+// Everything under /_matrix/federation needs X-Matrix authentication
+// except /version, which the spec leaves open.
+func (s *Service) routes(r chi.Router) {
+	// Spec: server-server §"Server implementation".
+	r.Get("/_matrix/federation/v1/version", s.handleVersion)
+
+	// Spec: server-server §"Publishing Keys" (the {keyId} form is deprecated
+	// and answered the same way).
+	r.Get("/_matrix/key/v2/server", s.handleOwnKeys)
+	r.Get("/_matrix/key/v2/server/{keyID}", s.handleOwnKeys)
+	// Spec: server-server §"Querying Keys Through Another Server".
+	r.Get("/_matrix/key/v2/query/{serverName}", s.handleQueryKeys)
+	r.Get("/_matrix/key/v2/query/{serverName}/{keyID}", s.handleQueryKeys)
+	r.Post("/_matrix/key/v2/query", s.handleBulkQueryKeys)
+
+	r.Group(func(r chi.Router) {
+		r.Use(RequireServerAuth(s.serverName, s.keys.KeyRing()))
+		// Spec: server-server §"Transactions".
+		r.Put("/_matrix/federation/v1/send/{txnID}", s.handleSend)
+		// Spec: server-server §"Querying for information".
+		r.Get("/_matrix/federation/v1/query/directory", s.handleQueryDirectory)
+		r.Get("/_matrix/federation/v1/query/profile", s.handleQueryProfile)
+	})
+}
