@@ -57,7 +57,7 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*roomState, erro
 		return nil, fmt.Errorf("load state of %s: %w", roomID, err)
 	}
 	rs := &roomState{room: *room, verImpl: verImpl, current: current, chainLen: chainLen, published: room.PublishedPosition}
-	b := &batch{s: s, q: s.db.DB, rs: rs}
+	b := &batch{s: s, q: s.db.DB, rs: rs, room: *room}
 	found, err := b.eventsByID(ctx, room.Extremities)
 	if err != nil {
 		return nil, err
@@ -118,6 +118,9 @@ func isClientError(err error) bool {
 // processBatch runs tasks of one room in one transaction, then publishes
 // their output in room order.
 func (s *Service) processBatch(a *roomActor, tasks []*task) {
+	if s.testHookBatch != nil {
+		s.testHookBatch(a.roomID)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), txTimeout)
 	defer cancel()
 	fail := func(err error) {
@@ -130,6 +133,12 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 	if a.state == nil {
 		rs, err := s.loadRoom(ctx, a.roomID)
 		if err != nil {
+			logrus.WithError(err).WithField("room_id", a.roomID).Error("roomserver: load room")
+			for _, t := range tasks {
+				if t.kind == taskPublish {
+					s.markUnpublished(a.roomID)
+				}
+			}
 			fail(fmt.Errorf("load room %s: %w", a.roomID, err))
 			return
 		}

@@ -72,6 +72,8 @@ type Service struct {
 	// testHookPublish, when set, runs before each publish; an error stops
 	// publishing as if the process had died after committing.
 	testHookPublish func(api.OutputEvent) error
+	// testHookBatch, when set, runs when an actor starts a batch.
+	testHookBatch func(roomID string)
 }
 
 var _ api.FederationRoomserverAPI = (*Service)(nil)
