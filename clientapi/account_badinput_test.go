@@ -96,12 +96,12 @@ func TestAccountRoutesRejectBadRequests(t *testing.T) {
 		// Registration.
 		{"register: guest", request{Method: "POST", Path: "/_matrix/client/v3/register?kind=guest", Body: map[string]any{}}, 403, "M_GUEST_ACCESS_FORBIDDEN"},
 		{"register: unknown kind", request{Method: "POST", Path: "/_matrix/client/v3/register?kind=robot", Body: map[string]any{}}, 400, "M_INVALID_PARAM"},
-		{"register: upper case", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "Carol", "password": "password1"}}, 400, "M_INVALID_USERNAME"},
 		{"register: bad character", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "carol!", "password": "password1"}}, 400, "M_INVALID_USERNAME"},
 		{"register: colon", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "carol:x", "password": "password1"}}, 400, "M_INVALID_USERNAME"},
 		{"register: non-ASCII", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "carolé", "password": "password1"}}, 400, "M_INVALID_USERNAME"},
 		{"register: too long", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": longName, "password": "password1"}}, 400, "M_INVALID_USERNAME"},
 		{"register: in use", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "alice", "password": "password1"}}, 400, "M_USER_IN_USE"},
+		{"register: in use, other case", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "ALICE", "password": "password1"}}, 400, "M_USER_IN_USE"},
 		{"register: weak password", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "carol", "password": "short"}}, 400, "M_WEAK_PASSWORD"},
 		{"register: no password", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "carol", "auth": map[string]any{"type": "m.login.dummy"}}}, 400, "M_MISSING_PARAM"},
 		{"register: unknown stage", request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{"username": "carol", "password": "password1", "auth": map[string]any{"type": "m.login.email.identity"}}}, 400, "M_UNRECOGNIZED"},
@@ -109,6 +109,7 @@ func TestAccountRoutesRejectBadRequests(t *testing.T) {
 		{"available: missing", request{Method: "GET", Path: "/_matrix/client/v3/register/available"}, 400, "M_MISSING_PARAM"},
 		{"available: invalid", request{Method: "GET", Path: "/_matrix/client/v3/register/available?username=a%20b"}, 400, "M_INVALID_USERNAME"},
 		{"available: taken", request{Method: "GET", Path: "/_matrix/client/v3/register/available?username=alice"}, 400, "M_USER_IN_USE"},
+		{"available: taken, other case", request{Method: "GET", Path: "/_matrix/client/v3/register/available?username=Alice"}, 400, "M_USER_IN_USE"},
 		{"token validity: missing", request{Method: "GET", Path: "/_matrix/client/v1/register/m.login.registration_token/validity"}, 400, "M_MISSING_PARAM"},
 
 		// Password change and deactivation.
@@ -117,7 +118,7 @@ func TestAccountRoutesRejectBadRequests(t *testing.T) {
 		{"password: wrong current password", request{Method: "POST", Path: "/_matrix/client/v3/account/password", Token: token, Body: map[string]any{
 			"new_password": "password3", "auth": passwordAuth("alice", "wrong", "")}}, 401, "M_FORBIDDEN"},
 		{"password: another user's password", request{Method: "POST", Path: "/_matrix/client/v3/account/password", Token: token, Body: map[string]any{
-			"new_password": "password3", "auth": passwordAuth("bob", "password2", "")}}, 401, "M_FORBIDDEN"},
+			"new_password": "password3", "auth": passwordAuth("bob", "password2", "")}}, 403, "M_FORBIDDEN"},
 		{"password: session of another operation", request{Method: "POST", Path: "/_matrix/client/v3/account/password", Token: token, Body: map[string]any{
 			"new_password": "password3", "auth": passwordAuth("alice", "password1", pwSession("/_matrix/client/v3/delete_devices", "POST"))}}, 400, "M_INVALID_PARAM"},
 		{"password: session of another user", request{Method: "POST", Path: "/_matrix/client/v3/account/password", Token: bobToken, Body: map[string]any{
@@ -182,6 +183,18 @@ func TestLoginAndRegisterRateLimits(t *testing.T) {
 	}
 	expect(t, "login of one user past burst", login("192.0.2.5", "victim"), 429, "M_LIMIT_EXCEEDED")
 	expect(t, "other user from a fresh IP", login("192.0.2.6", "someone"), 403, "M_FORBIDDEN")
+
+	// The password stage of UIA counts against the same per-user limit.
+	_, _, token := e.register("guessed", "password1")
+	for i := range 4 {
+		resp := e.do(request{Method: "POST", Path: "/_matrix/client/v3/account/password", Token: token, IP: "203.0.113.1", Body: map[string]any{
+			"new_password": "password2", "auth": passwordAuth("guessed", "wrong", "")}})
+		if i < 3 {
+			expect(t, "password stage within burst", resp, 401, "M_FORBIDDEN")
+		} else {
+			expect(t, "password stage past burst", resp, 429, "M_LIMIT_EXCEEDED")
+		}
+	}
 
 	for range 3 {
 		e.do(request{Method: "GET", Path: "/_matrix/client/v3/register/available?username=x", IP: "198.51.100.1"})

@@ -52,7 +52,7 @@ func (s *Server) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	sessionID, err := s.checkUIA(r.Context(), opPassword, c.UserID, passwordFlows, req.Auth)
+	sess, err := s.checkUIA(r.Context(), opPassword, c.UserID, passwordFlows, req.Auth)
 	if err != nil {
 		writeUIAError(w, r, err)
 		return
@@ -62,7 +62,7 @@ func (s *Server) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	if err := s.users.DeleteUIASession(r.Context(), sessionID); err != nil {
+	if err := s.users.DeleteUIASession(r.Context(), sess.ID); err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
@@ -84,7 +84,7 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	sessionID, err := s.checkUIA(r.Context(), opDeactivate, c.UserID, passwordFlows, req.Auth)
+	sess, err := s.checkUIA(r.Context(), opDeactivate, c.UserID, passwordFlows, req.Auth)
 	if err != nil {
 		writeUIAError(w, r, err)
 		return
@@ -93,7 +93,7 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	if err := s.users.DeleteUIASession(r.Context(), sessionID); err != nil {
+	if err := s.users.DeleteUIASession(r.Context(), sess.ID); err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}

@@ -137,7 +137,7 @@ func (s *Server) handleDeleteDevices(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteDevicesWithUIA(w http.ResponseWriter, r *http.Request, auth *authDict, deviceIDs []string) {
 	c := httputil.CallerFrom(r.Context())
-	sessionID, err := s.checkUIA(r.Context(), opDeleteDevices, c.UserID, passwordFlows, auth)
+	sess, err := s.checkUIA(r.Context(), opDeleteDevices, c.UserID, passwordFlows, auth)
 	if err != nil {
 		writeUIAError(w, r, err)
 		return
@@ -146,7 +146,7 @@ func (s *Server) deleteDevicesWithUIA(w http.ResponseWriter, r *http.Request, au
 		httputil.WriteError(w, r, err)
 		return
 	}
-	if err := s.users.DeleteUIASession(r.Context(), sessionID); err != nil {
+	if err := s.users.DeleteUIASession(r.Context(), sess.ID); err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}

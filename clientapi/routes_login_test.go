@@ -26,11 +26,22 @@ func TestRegisterLoginWhoamiLogout(t *testing.T) {
 		if resp.str("user_id") != "@alice:test.local" || resp.str("device_id") != "FIRST" || resp.str("access_token") == "" || resp.str("home_server") != "test.local" {
 			t.Fatalf("register answer %s", resp.Raw)
 		}
-		// The session was used up.
-		resp = e.do(request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{
-			"username": "alice2", "password": "correct horse", "auth": map[string]any{"type": "m.login.dummy", "session": session},
+		// Repeating the completed request answers for the same account
+		// with a new device; it cannot make a second account.
+		repeat := e.do(request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{
+			"username": "alice", "password": "correct horse", "auth": map[string]any{"type": "m.login.dummy", "session": session},
 		}})
-		expect(t, "reuse of a completed session", resp, 400, "M_UNKNOWN")
+		expect(t, "repeated registration", repeat, 200, "")
+		if repeat.str("user_id") != "@alice:test.local" || repeat.str("access_token") == resp.str("access_token") {
+			t.Fatalf("repeated registration answer %s", repeat.Raw)
+		}
+		resp = e.do(request{Method: "POST", Path: "/_matrix/client/v3/register", Body: map[string]any{
+			"username": "alice2", "password": "other password", "auth": map[string]any{"type": "m.login.dummy", "session": session},
+		}})
+		expect(t, "second account from one session", resp, 403, "M_FORBIDDEN")
+		if free, _ := e.users.IsLocalpartAvailable(t.Context(), "alice2"); !free {
+			t.Fatal("a used session registered a second account")
+		}
 
 		resp = e.do(request{Method: "GET", Path: "/_matrix/client/v3/login"})
 		expect(t, "GET login", resp, 200, "")

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/parley-chat/parley/internal/httputil"
 	userapi "github.com/parley-chat/parley/userapi/api"
@@ -50,6 +51,8 @@ func (s *Server) checkNewPassword(password string) error {
 // before authentication so the client learns of a taken or invalid name
 // before the user completes any stage; the name is checked again when the
 // account is created, since someone else may have taken it meanwhile.
+// Like Synapse, the username is lower-cased first: clients and test suites
+// expect "Alice" to register @alice.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
@@ -73,7 +76,27 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	if err := checkDeviceFields(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
 	ctx := r.Context()
+	// Registration is idempotent per UIA session: repeating the request
+	// that created an account (say, after a lost response) answers for
+	// that account instead of failing with M_USER_IN_USE. The repeat must
+	// carry the account's password, so the session ID alone is no login.
+	if req.Auth != nil && req.Auth.Session != "" {
+		sess, err := s.users.GetUIASession(ctx, req.Auth.Session)
+		if err == nil && sess.Operation == opRegister && sess.Result != "" {
+			if s.users.CheckPassword(ctx, sess.Result, req.Password) != nil {
+				httputil.WriteError(w, r, httputil.Forbidden("This session has already registered an account"))
+				return
+			}
+			s.finishRegistration(w, r, &req, sess.Result)
+			return
+		}
+	}
+	req.Username = strings.ToLower(req.Username)
 	if req.Username != "" {
 		if err := userapi.ValidateNewLocalpart(req.Username, s.cfg.ServerName); err != nil {
 			httputil.WriteError(w, r, errInvalidUsername(err))
@@ -95,11 +118,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := checkDeviceFields(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
-		httputil.WriteError(w, r, err)
-		return
-	}
-	sessionID, err := s.checkUIA(ctx, opRegister, "", s.registerFlows(), req.Auth)
+	sess, err := s.checkUIA(ctx, opRegister, "", s.registerFlows(), req.Auth)
 	if err != nil {
 		writeUIAError(w, r, err)
 		return
@@ -125,22 +144,27 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	if err := s.users.DeleteUIASession(ctx, sessionID); err != nil {
+	if err := s.users.SetUIASessionResult(ctx, sess.ID, userID); err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	s.finishRegistration(w, r, &req, userID)
+}
+
+// finishRegistration logs the new account in unless inhibit_login says not to.
+func (s *Server) finishRegistration(w http.ResponseWriter, r *http.Request, req *registerRequest, userID string) {
 	if req.InhibitLogin {
 		httputil.WriteJSON(w, http.StatusOK, loginResponse{UserID: userID, HomeServer: s.cfg.ServerName})
 		return
 	}
-	sess, err := s.users.CreateDevice(ctx, userapi.DeviceRequest{
+	login, err := s.users.CreateDevice(r.Context(), userapi.DeviceRequest{
 		UserID: userID, DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, IP: httputil.ClientIP(r),
 	})
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	httputil.WriteJSON(w, http.StatusOK, s.sessionResponse(sess))
+	httputil.WriteJSON(w, http.StatusOK, s.sessionResponse(login))
 }
 
 // createRandomAccount picks a localpart when the client asked for none.
@@ -170,7 +194,7 @@ func (s *Server) handleRegisterAvailable(w http.ResponseWriter, r *http.Request)
 		httputil.WriteError(w, r, err)
 		return
 	}
-	username := r.URL.Query().Get("username")
+	username := strings.ToLower(r.URL.Query().Get("username"))
 	if username == "" {
 		httputil.WriteError(w, r, httputil.MissingParam("Missing username"))
 		return

@@ -26,6 +26,15 @@ func TestRegisterVariants(t *testing.T) {
 		t.Fatalf("initial_device_display_name not kept: %s", dev.Raw)
 	}
 
+	// Capitals are lowered, as Synapse does.
+	resp = e.do(request{Method: "POST", Path: registerPath, Body: map[string]any{
+		"username": "Carol", "password": "password1", "auth": map[string]any{"type": "m.login.dummy"},
+	}})
+	expect(t, "upper-case username", resp, 200, "")
+	if resp.str("user_id") != "@carol:test.local" {
+		t.Fatalf("upper-case username answer %s", resp.Raw)
+	}
+
 	// inhibit_login: an account but no device or token.
 	resp = e.do(request{Method: "POST", Path: registerPath, Body: map[string]any{
 		"username": "quiet", "password": "password1", "inhibit_login": true, "auth": map[string]any{"type": "m.login.dummy"},

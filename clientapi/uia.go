@@ -80,11 +80,12 @@ func writeUIAError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // checkUIA runs one round of user-interactive authentication for operation
-// on behalf of userID ("" for registration). It returns the session ID once
+// on behalf of userID ("" for registration). It returns the session once
 // every stage of one of flows is complete; until then it returns a
 // *uiaChallenge. The caller deletes the session after its operation
-// succeeded, so a completed session is used exactly once.
-func (s *Server) checkUIA(ctx context.Context, operation, userID string, flows [][]string, auth *authDict) (string, error) {
+// succeeded (or, for registration, records the result), so a completed
+// session authorises its operation once.
+func (s *Server) checkUIA(ctx context.Context, operation, userID string, flows [][]string, auth *authDict) (*userapi.UIASession, error) {
 	challenge := func(sess *userapi.UIASession, code, msg string) error {
 		c := &uiaChallenge{Params: map[string]any{}, Session: sess.ID, Completed: sess.Completed, Errcode: code, Message: msg}
 		for _, f := range flows {
@@ -101,58 +102,77 @@ func (s *Server) checkUIA(ctx context.Context, operation, userID string, flows [
 	} else {
 		sess, err = s.users.GetUIASession(ctx, auth.Session)
 		if errors.Is(err, userapi.ErrNotFound) {
-			return "", httputil.NewError(http.StatusBadRequest, "M_UNKNOWN", "Unknown or expired UIA session %q", auth.Session)
+			return nil, httputil.NewError(http.StatusBadRequest, "M_UNKNOWN", "Unknown or expired UIA session %q", auth.Session)
 		}
 		if err == nil && (sess.Operation != operation || sess.UserID != userID) {
-			return "", httputil.InvalidParam("UIA session %q belongs to a different request", auth.Session)
+			return nil, httputil.InvalidParam("UIA session %q belongs to a different request", auth.Session)
 		}
 	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if auth == nil || auth.Type == "" {
-		return "", challenge(sess, "", "")
+		return nil, challenge(sess, "", "")
 	}
 	if !slices.ContainsFunc(flows, func(f []string) bool { return slices.Contains(f, auth.Type) }) {
-		return "", httputil.NewError(http.StatusBadRequest, "M_UNRECOGNIZED", "Authentication type %q is not offered here", auth.Type)
+		return nil, httputil.NewError(http.StatusBadRequest, "M_UNRECOGNIZED", "Authentication type %q is not offered here", auth.Type)
 	}
-	if failure := s.runStage(ctx, userID, auth); failure != nil {
-		return "", challenge(sess, failure.Code, failure.Message)
+	passed, err := s.runStage(ctx, userID, auth)
+	if err != nil {
+		return nil, err
+	}
+	if !passed {
+		msg := "Invalid username or password"
+		if auth.Type == authRegistrationToken {
+			msg = "Invalid registration token"
+		}
+		return nil, challenge(sess, "M_FORBIDDEN", msg)
 	}
 	if sess, err = s.users.CompleteUIAStage(ctx, sess.ID, auth.Type); err != nil {
-		return "", err
+		return nil, err
 	}
 	for _, f := range flows {
 		if !slices.ContainsFunc(f, func(stage string) bool { return !slices.Contains(sess.Completed, stage) }) {
-			return sess.ID, nil
+			return sess, nil
 		}
 	}
-	return "", challenge(sess, "", "")
+	return nil, challenge(sess, "", "")
 }
 
-// runStage checks one stage's credentials, returning the failure to report
-// in the 401, or nil if the stage passed.
-func (s *Server) runStage(ctx context.Context, userID string, auth *authDict) *httputil.Error {
+// runStage checks one stage's credentials. A stage that fails is
+// (false, nil), reported in the 401; an error ends the request.
+func (s *Server) runStage(ctx context.Context, userID string, auth *authDict) (bool, error) {
 	switch auth.Type {
 	case authDummy:
-		return nil
+		return true, nil
 	case authRegistrationToken:
 		// Spec: client-server §"Token-authenticated registration".
-		if s.validRegistrationToken(auth.Token) {
-			return nil
-		}
-		return httputil.Forbidden("Invalid registration token")
+		return s.validRegistrationToken(auth.Token), nil
 	case authPassword:
 		claimed, err := s.identifiedUser(auth.Identifier, auth.User)
-		if err != nil || claimed != userID {
-			return httputil.Forbidden("Invalid username or password")
+		if err != nil {
+			return false, nil
+		}
+		if claimed != userID {
+			// Authenticating as someone else cannot authorise acting on
+			// this account; like Synapse, refuse outright (403) rather
+			// than check the other user's password.
+			return false, httputil.Forbidden("Authenticated user does not match the requesting user")
+		}
+		// The password stage is a password guess like a login, so it
+		// shares the login limit for the account.
+		if err := s.limits.login.Allow("user:" + userID); err != nil {
+			return false, err
 		}
 		if err := s.users.CheckPassword(ctx, userID, auth.Password); err != nil {
-			return httputil.Forbidden("Invalid username or password")
+			if errors.Is(err, userapi.ErrInvalidCredentials) {
+				return false, nil
+			}
+			return false, err
 		}
-		return nil
+		return true, nil
 	}
-	return httputil.Forbidden("Unsupported authentication type")
+	return false, nil
 }
 
 // validRegistrationToken compares in constant time, so timing does not

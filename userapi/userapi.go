@@ -343,6 +343,11 @@ func (s *Service) CompleteUIAStage(ctx context.Context, sessionID, stage string)
 	return s.GetUIASession(ctx, sessionID)
 }
 
+// SetUIASessionResult implements api.UserAPI.
+func (s *Service) SetUIASessionResult(ctx context.Context, sessionID, result string) error {
+	return mapNotFound(s.store.SetUIASessionResult(ctx, sessionID, result))
+}
+
 // DeleteUIASession implements api.UserAPI.
 func (s *Service) DeleteUIASession(ctx context.Context, sessionID string) error {
 	return s.store.DeleteUIASession(ctx, sessionID)

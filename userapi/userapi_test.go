@@ -235,8 +235,11 @@ func TestProfilesOpenIDSessionsNonces(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if err := s.SetUIASessionResult(ctx, sess.ID, "done"); err != nil {
+			t.Fatal(err)
+		}
 		got, err := s.GetUIASession(ctx, sess.ID)
-		if err != nil || got.Operation != "password" || got.UserID != userID || len(got.Completed) != 1 {
+		if err != nil || got.Operation != "password" || got.UserID != userID || len(got.Completed) != 1 || got.Result != "done" {
 			t.Fatalf("GetUIASession = %+v, %v", got, err)
 		}
 		if err := s.DeleteUIASession(ctx, sess.ID); err != nil {
@@ -244,6 +247,9 @@ func TestProfilesOpenIDSessionsNonces(t *testing.T) {
 		}
 		if _, err := s.GetUIASession(ctx, sess.ID); !errors.Is(err, api.ErrNotFound) {
 			t.Fatalf("deleted session: %v", err)
+		}
+		if err := s.SetUIASessionResult(ctx, sess.ID, "x"); !errors.Is(err, api.ErrNotFound) {
+			t.Fatalf("result of deleted session: %v", err)
 		}
 		old, _ := s.CreateUIASession(ctx, "register", "")
 		clock = clock.Add(uiaSessionLifetime + time.Second)

@@ -92,6 +92,10 @@ type UserAPI interface {
 	// CompleteUIAStage records a completed stage and returns the session
 	// with its updated list, or ErrNotFound if it expired.
 	CompleteUIAStage(ctx context.Context, sessionID, stage string) (*UIASession, error)
+	// SetUIASessionResult records what the session's operation produced
+	// (for registration: the new user ID), so that a client repeating the
+	// completed request gets the same answer instead of an error.
+	SetUIASessionResult(ctx context.Context, sessionID, result string) error
 	// DeleteUIASession ends a session once its operation succeeded.
 	DeleteUIASession(ctx context.Context, sessionID string) error
 
@@ -158,6 +162,8 @@ type UIASession struct {
 	// UserID is the account the operation acts on; "" for registration.
 	UserID    string
 	Completed []string
+	// Result is what SetUIASessionResult recorded, "" until then.
+	Result string
 }
 
 // Errors the user API returns.

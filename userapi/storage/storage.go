@@ -69,6 +69,7 @@ CREATE TABLE userapi_registration_nonces (
 );
 CREATE INDEX userapi_registration_nonces_expires_idx ON userapi_registration_nonces (expires_ts);
 `},
+	{Version: 2, SQL: `ALTER TABLE userapi_uia_sessions ADD COLUMN result TEXT NOT NULL DEFAULT ''`},
 }
 
 // ErrNotFound is returned when a row the caller named does not exist.
@@ -386,6 +387,7 @@ type UIASession struct {
 	Operation string
 	UserID    string
 	Completed []string
+	Result    string
 }
 
 // InsertUIASession stores a new session, first dropping expired ones.
@@ -411,8 +413,8 @@ func (s *Storage) InsertUIASession(ctx context.Context, sess UIASession, expires
 func (s *Storage) GetUIASession(ctx context.Context, sessionID string, nowTS int64) (*UIASession, error) {
 	sess := UIASession{ID: sessionID, Completed: []string{}}
 	err := s.db.QueryRowContext(ctx,
-		`SELECT operation, user_id FROM userapi_uia_sessions WHERE session_id = $1 AND expires_ts >= $2`, sessionID, nowTS).
-		Scan(&sess.Operation, &sess.UserID)
+		`SELECT operation, user_id, result FROM userapi_uia_sessions WHERE session_id = $1 AND expires_ts >= $2`, sessionID, nowTS).
+		Scan(&sess.Operation, &sess.UserID, &sess.Result)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -440,6 +442,19 @@ func (s *Storage) AddUIAStage(ctx context.Context, sessionID, stage string) erro
 		`INSERT INTO userapi_uia_stages (session_id, stage) VALUES ($1, $2) ON CONFLICT DO NOTHING`, sessionID, stage)
 	if err != nil {
 		return fmt.Errorf("add uia stage: %w", err)
+	}
+	return nil
+}
+
+// SetUIASessionResult records the outcome of a session's operation;
+// ErrNotFound if the session is gone.
+func (s *Storage) SetUIASessionResult(ctx context.Context, sessionID, result string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE userapi_uia_sessions SET result = $2 WHERE session_id = $1`, sessionID, result)
+	if err != nil {
+		return fmt.Errorf("set uia session result: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
 	}
 	return nil
 }
