@@ -20,6 +20,7 @@ Usage:
   parley generate-config [--data-dir DIR] [--server-name NAME] [--out FILE]
   parley generate-keys [--data-dir DIR] [--config FILE]
   parley create-account [--data-dir DIR] [--config FILE] --username U --password P [--admin]
+  parley generate-tls-cert --ca-cert FILE --ca-key FILE --name NAME --cert-out FILE --key-out FILE
   parley version
 
 Run 'parley COMMAND --help' for the flags of a command.

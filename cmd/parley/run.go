@@ -163,7 +163,7 @@ func startApp(ctx context.Context, cfg *config.Config, dataDir string, keys *sig
 	client := clientapi.New(clientapi.Deps{Config: cfg, Users: users, Rooms: a.rooms})
 
 	r := chi.NewRouter()
-	r.Use(httputil.Recover, httputil.LogRequests, httputil.Metrics, httputil.CORS)
+	r.Use(httputil.Recover, httputil.LogRequests, httputil.Metrics, httputil.CORS, httputil.R0Alias)
 	r.NotFound(httputil.NotFoundHandler)
 	r.MethodNotAllowed(httputil.MethodNotAllowedHandler)
 	registerServerRoutes(r, cfg)

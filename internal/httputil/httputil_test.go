@@ -152,3 +152,19 @@ func FuzzUnmarshalJSONObject(f *testing.F) {
 		}
 	})
 }
+
+func TestR0Alias(t *testing.T) {
+	var got string
+	h := R0Alias(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.URL.Path }))
+	for in, want := range map[string]string{
+		"/_matrix/client/r0/login": "/_matrix/client/v3/login",
+		"/_matrix/client/v3/login": "/_matrix/client/v3/login",
+		"/_matrix/client/versions": "/_matrix/client/versions",
+		"/_matrix/federation/r0/x": "/_matrix/federation/r0/x",
+	} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", in, nil))
+		if got != want {
+			t.Errorf("%s → %s, want %s", in, got, want)
+		}
+	}
+}

@@ -177,3 +177,18 @@ func NotFoundHandler(w http.ResponseWriter, r *http.Request) {
 func MethodNotAllowedHandler(w http.ResponseWriter, r *http.Request) {
 	WriteError(w, r, Unrecognized(http.StatusMethodNotAllowed, "Unrecognized request method"))
 }
+
+// R0Alias serves the deprecated /_matrix/client/r0/ prefix with the v3
+// handlers: the spec made v3 a rename of r0, and some clients and test
+// suites still use the old paths.
+func R0Alias(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/_matrix/client/r0/"); ok {
+			r.URL.Path = "/_matrix/client/v3/" + rest
+			if r.URL.RawPath != "" {
+				r.URL.RawPath = "/_matrix/client/v3/" + strings.TrimPrefix(r.URL.RawPath, "/_matrix/client/r0/")
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
