@@ -39,6 +39,7 @@ type Listen struct {
 	Client     string `yaml:"client" doc:"host:port of the client-server API (plain HTTP unless tls.client_tls; put a TLS proxy in front in production). Also serves /_matrix/federation for proxies that route it here."`
 	Federation string `yaml:"federation" doc:"host:port of the HTTPS federation listener, e.g. ':8448'. Empty: no separate federation listener."`
 	Metrics    string `yaml:"metrics" doc:"host:port serving /metrics for Prometheus. Empty: /metrics is served on the client listener."`
+	Pprof      bool   `yaml:"pprof" doc:"Serve Go's runtime profiles (go tool pprof) at /debug/pprof/ on the client listener, for performance work. Off in production: anyone who reaches the listener can read them and make the server spend CPU."`
 }
 
 // TLS names the certificate served on TLS listeners.

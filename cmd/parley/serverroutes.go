@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 
 	"github.com/go-chi/chi/v5"
@@ -19,6 +20,13 @@ func registerServerRoutes(r chi.Router, cfg *config.Config) {
 	})
 	if cfg.Listen.Metrics == "" {
 		r.Handle("/metrics", metricsHandler())
+	}
+	if cfg.Listen.Pprof {
+		r.HandleFunc("/debug/pprof/*", pprof.Index)
+		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	// Spec: client-server §4.1 "Well-known URI"; server-server §2.1 "Resolving server names".
 	r.Get("/.well-known/matrix/client", func(w http.ResponseWriter, r *http.Request) {
