@@ -306,7 +306,15 @@ func (b *batch) sendLocal(ctx context.Context, req *api.SendEventRequest) (strin
 		}
 	}
 	prevs := b.latestExtremities()
-	before, err := b.stateBefore(ctx, prevs)
+	var before *snapRef
+	var err error
+	if len(prevs) == len(b.ext) && len(prevs) > 1 {
+		// On all the room's tips the state before is the current state,
+		// which already is their resolution.
+		before, err = b.snapshot(ctx, b.room.Snapshot)
+	} else {
+		before, err = b.stateBefore(ctx, prevs)
+	}
 	if err != nil {
 		return "", err
 	}
