@@ -1,0 +1,260 @@
+package mediaapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"testing"
+
+	"github.com/parley-chat/parley/internal/testdb"
+)
+
+func thumbPath(id string, w, h int, method string) string {
+	return fmt.Sprintf("/_matrix/client/v1/media/thumbnail/%s/%s?width=%d&height=%d&method=%s", testServer, id, w, h, method)
+}
+
+func TestThumbnailFormats(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, dbURL string) {
+		e := newEnv(t, dbURL, nil)
+		for _, c := range []struct {
+			name        string
+			data        []byte
+			contentType string
+			srcW, srcH  int
+			outType     string
+		}{
+			{"png", pngImage(640, 480), "image/png", 640, 480, "image/png"},
+			{"jpeg", jpegImage(640, 480), "image/jpeg", 640, 480, "image/jpeg"},
+			{"gif", gifImage(640, 480, 1), "image/gif", 640, 480, "image/png"},
+			// Lying about the type does not matter: the bytes decide.
+			{"png declared as jpeg", pngImage(640, 480), "image/jpeg", 640, 480, "image/png"},
+		} {
+			id := e.upload("alice", c.data, c.contentType, "")
+			for _, s := range []struct {
+				w, h       int
+				method     string
+				outW, outH int
+			}{
+				{32, 32, "crop", 32, 32},
+				{96, 96, "crop", 96, 96},
+				{320, 240, "scale", 320, 240},
+				{100, 100, "scale", 100, 75},
+				{100, 50, "crop", 100, 50},
+				{640, 100, "crop", 640, 100},
+			} {
+				r := e.do("GET", thumbPath(id, s.w, s.h, s.method), "alice", nil, nil)
+				if r.status != 200 {
+					t.Fatalf("%s %dx%d %s: %d %s", c.name, s.w, s.h, s.method, r.status, r.body)
+				}
+				if r.header.Get("Content-Type") != c.outType || r.header.Get("Content-Disposition") != `inline; filename="thumbnail.`+c.outType[6:]+`"` {
+					t.Errorf("%s: served as %q, %q", c.name, r.header.Get("Content-Type"), r.header.Get("Content-Disposition"))
+				}
+				if _, w, h := decodedSize(t, r.body); w != s.outW || h != s.outH {
+					t.Errorf("%s %dx%d %s: got %dx%d, want %dx%d", c.name, s.w, s.h, s.method, w, h, s.outW, s.outH)
+				}
+				// The second request is served from the cache, identically.
+				again := e.do("GET", thumbPath(id, s.w, s.h, s.method), "alice", nil, nil)
+				if !bytes.Equal(again.body, r.body) {
+					t.Errorf("%s: cached thumbnail differs", c.name)
+				}
+				if _, err := e.svc.db.GetThumbnail(context.Background(), testServer, id, s.w, s.h, s.method); err != nil {
+					t.Errorf("%s %dx%d %s not cached: %v", c.name, s.w, s.h, s.method, err)
+				}
+			}
+			// The legacy endpoint thumbnails too, without a token.
+			if r := e.do("GET", "/_matrix/media/v3/thumbnail/"+testServer+"/"+id+"?width=32&height=32", "", nil, nil); r.status != 200 {
+				t.Errorf("%s legacy thumbnail: %d", c.name, r.status)
+			}
+		}
+
+		// WebP: lossless and lossy, 64x48.
+		for name, data := range map[string][]byte{"lossless": stillWebP, "lossy": lossyWebP} {
+			id := e.upload("alice", data, "image/webp", "")
+			r := e.do("GET", thumbPath(id, 32, 32, "crop"), "alice", nil, nil)
+			if r.status != 200 || r.header.Get("Content-Type") != "image/png" {
+				t.Fatalf("webp %s crop: %d %s", name, r.status, r.body)
+			}
+			if _, w, h := decodedSize(t, r.body); w != 32 || h != 32 {
+				t.Errorf("webp %s crop: %dx%d", name, w, h)
+			}
+			r = e.do("GET", thumbPath(id, 32, 32, "scale"), "alice", nil, nil)
+			if _, w, h := decodedSize(t, r.body); w != 32 || h != 24 {
+				t.Errorf("webp %s scale: %dx%d", name, w, h)
+			}
+			// Asking for more than the original has returns the original.
+			r = e.do("GET", thumbPath(id, 800, 600, "scale"), "alice", nil, nil)
+			if r.status != 200 || r.header.Get("Content-Type") != "image/webp" || !bytes.Equal(r.body, data) {
+				t.Errorf("webp %s larger than original: %d %q", name, r.status, r.header.Get("Content-Type"))
+			}
+		}
+
+		// Never upscaled: a crop of a thin image keeps what it has.
+		id := e.upload("alice", pngImage(50, 400), "image/png", "")
+		r := e.do("GET", thumbPath(id, 100, 100, "crop"), "alice", nil, nil)
+		if _, w, h := decodedSize(t, r.body); w != 50 || h != 100 {
+			t.Errorf("thin crop: %dx%d, want 50x100", w, h)
+		}
+		// Absurd sizes are clamped rather than refused.
+		if r := e.do("GET", thumbPath(id, 1_000_000_000, 1_000_000_000, "scale"), "alice", nil, nil); r.status != 200 {
+			t.Errorf("huge size: %d %s", r.status, r.body)
+		}
+	})
+}
+
+func TestAnimatedThumbnails(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), nil)
+	anim := gifImage(64, 48, 3)
+	id := e.upload("alice", anim, "image/gif", "")
+	r := e.do("GET", thumbPath(id, 32, 32, "scale")+"&animated=true", "alice", nil, nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "image/gif" || !bytes.Equal(r.body, anim) {
+		t.Errorf("animated gif with animated=true: %d %q", r.status, r.header.Get("Content-Type"))
+	}
+	// Without animated=true an animation must not be returned, even when
+	// the original is smaller than asked.
+	for _, q := range []string{"", "&animated=false"} {
+		r = e.do("GET", thumbPath(id, 800, 600, "scale")+q, "alice", nil, nil)
+		if r.status != 200 || r.header.Get("Content-Type") != "image/png" {
+			t.Fatalf("animated gif still %q: %d %q", q, r.status, r.header.Get("Content-Type"))
+		}
+		if _, w, h := decodedSize(t, r.body); w != 64 || h != 48 {
+			t.Errorf("still of small animation: %dx%d", w, h)
+		}
+	}
+	webpID := e.upload("alice", animWebP, "image/webp", "")
+	r = e.do("GET", thumbPath(webpID, 32, 32, "scale")+"&animated=true", "alice", nil, nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "image/webp" || !bytes.Equal(r.body, animWebP) {
+		t.Errorf("animated webp with animated=true: %d %q", r.status, r.header.Get("Content-Type"))
+	}
+	// animated=true on a still image is ignored.
+	stillID := e.upload("alice", pngImage(100, 100), "image/png", "")
+	r = e.do("GET", thumbPath(stillID, 50, 50, "scale")+"&animated=true", "alice", nil, nil)
+	if _, w, h := decodedSize(t, r.body); r.status != 200 || w != 50 || h != 50 {
+		t.Errorf("animated=true on a still: %d %dx%d", r.status, w, h)
+	}
+}
+
+// pngHeaderClaiming returns a PNG signature and a valid IHDR chunk for an
+// image of the given size, followed by nothing: the shape of a
+// decompression bomb's header.
+func pngHeaderClaiming(w, h uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 6 // 8-bit RGBA
+	_ = binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
+	chunk := append([]byte("IHDR"), ihdr...)
+	b.Write(chunk)
+	_ = binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
+	return b.Bytes()
+}
+
+func TestThumbnailBadInput(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), nil)
+	good := pngImage(200, 200)
+	goodID := e.upload("alice", good, "image/png", "")
+	jpg := jpegImage(200, 200)
+	for _, c := range []struct {
+		name    string
+		data    []byte
+		ctype   string
+		status  int
+		errcode string
+	}{
+		{"text", []byte("just some text"), "text/plain", 400, "M_UNKNOWN"},
+		{"garbage declared png", []byte("\x89PNG garbage garbage garbage"), "image/png", 400, "M_UNKNOWN"},
+		{"truncated png", good[:len(good)/2], "image/png", 400, "M_UNKNOWN"},
+		{"truncated jpeg", jpg[:len(jpg)/3], "image/jpeg", 400, "M_UNKNOWN"},
+		{"header only", pngHeaderClaiming(300, 300), "image/png", 400, "M_UNKNOWN"},
+		{"empty", []byte{}, "image/png", 400, "M_UNKNOWN"},
+		{"bomb", pngHeaderClaiming(100_000, 100_000), "image/png", 413, "M_TOO_LARGE"},
+		{"tall bomb", pngHeaderClaiming(1, 1<<30), "image/png", 413, "M_TOO_LARGE"},
+		{"gif bomb", gifHeaderClaiming(65535, 65535), "image/gif", 413, "M_TOO_LARGE"},
+		{"svg", []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`), "image/svg+xml", 400, "M_UNKNOWN"},
+	} {
+		id := e.upload("alice", c.data, c.ctype, "")
+		expectError(t, c.name, e.do("GET", thumbPath(id, 32, 32, "crop"), "alice", nil, nil), c.status, c.errcode)
+	}
+	base := "/_matrix/client/v1/media/thumbnail/" + testServer + "/" + goodID
+	for q, want := range map[string]string{
+		"?height=32":                           "M_MISSING_PARAM",
+		"?width=32":                            "M_MISSING_PARAM",
+		"?width=0&height=32":                   "M_INVALID_PARAM",
+		"?width=-5&height=32":                  "M_INVALID_PARAM",
+		"?width=3.5&height=32":                 "M_INVALID_PARAM",
+		"?width=abc&height=32":                 "M_INVALID_PARAM",
+		"?width=99999999999999999999&height=1": "M_INVALID_PARAM",
+		"?width=32&height=32&method=stretch":   "M_INVALID_PARAM",
+		"?width=32&height=32&animated=yes":     "M_INVALID_PARAM",
+	} {
+		r := e.do("GET", base+q, "alice", nil, nil)
+		if r.status != 400 || r.errcode() != want {
+			t.Errorf("%s: %d %s, want 400 %s", q, r.status, r.body, want)
+		}
+	}
+}
+
+// gifHeaderClaiming is a GIF header for a huge logical screen.
+func gifHeaderClaiming(w, h uint16) []byte {
+	b := []byte("GIF89a")
+	b = binary.LittleEndian.AppendUint16(b, w)
+	b = binary.LittleEndian.AppendUint16(b, h)
+	b = append(b, 0, 0, 0)
+	b = append(b, 0x2c, 0, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint16(b, w)
+	b = binary.LittleEndian.AppendUint16(b, h)
+	return append(b, 0, 2, 0, 0x3b)
+}
+
+func TestThumbnailCacheIsBounded(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), nil)
+	id := e.upload("alice", pngImage(120, 120), "image/png", "")
+	for i := 0; i < maxCachedThumbnails+4; i++ {
+		r := e.do("GET", thumbPath(id, 10+i, 10+i, "crop"), "alice", nil, nil)
+		if _, w, h := decodedSize(t, r.body); r.status != 200 || w != 10+i || h != 10+i {
+			t.Fatalf("size %d: %d %dx%d", 10+i, r.status, w, h)
+		}
+	}
+	n, err := e.svc.db.CountThumbnails(context.Background(), testServer, id)
+	if err != nil || n != maxCachedThumbnails {
+		t.Errorf("cached %d thumbnails (%v), want %d", n, err, maxCachedThumbnails)
+	}
+}
+
+func TestThumbnailSize(t *testing.T) {
+	for _, c := range []struct {
+		srcW, srcH, w, h int
+		method           string
+		outW, outH       int
+	}{
+		{640, 480, 320, 240, "scale", 320, 240},
+		{640, 480, 100, 100, "scale", 100, 75},
+		{480, 640, 100, 100, "scale", 75, 100},
+		{640, 480, 96, 96, "crop", 96, 96},
+		{640, 480, 1000, 1000, "scale", 640, 480},
+		{640, 480, 1000, 100, "crop", 640, 100},
+		{1, 10000, 32, 32, "scale", 1, 32},
+		{10000, 1, 32, 32, "crop", 32, 1},
+	} {
+		_, _, w, h := thumbnailSize(c.srcW, c.srcH, c.w, c.h, c.method)
+		if w != c.outW || h != c.outH {
+			t.Errorf("%dx%d -> %dx%d %s = %dx%d, want %dx%d", c.srcW, c.srcH, c.w, c.h, c.method, w, h, c.outW, c.outH)
+		}
+	}
+}
+
+func FuzzProbeImage(f *testing.F) {
+	for _, seed := range [][]byte{pngImage(4, 4), jpegImage(4, 4), gifImage(4, 4, 2), stillWebP, animWebP, pngHeaderClaiming(9, 9)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		info, err := probeImage(bytes.NewReader(data))
+		if err != nil || int64(info.width)*int64(info.height) > 1<<20 {
+			return
+		}
+		_, _, _ = makeThumbnail(bytes.NewReader(data), info, 8, 8, "crop")
+	})
+}
