@@ -167,6 +167,35 @@ func TestKeysNotaryAndRequestAuth(t *testing.T) {
 		}
 	}
 
+	// Transactions that break the spec's shape are refused whole.
+	sendPath := "/_matrix/federation/v1/send/t1"
+	tooMany := make([]json.RawMessage, 51)
+	for i := range tooMany {
+		tooMany[i] = json.RawMessage(`{"room_id":"!r:x"}`)
+	}
+	for name, c := range map[string]struct {
+		req  *http.Request
+		code string
+	}{
+		"51 PDUs": {signedRequest(t, bID, aName, "PUT", sendPath, map[string]any{"pdus": tooMany}), "M_BAD_JSON"},
+		"no pdus": {signedRequest(t, bID, aName, "PUT", sendPath, map[string]any{"edus": []any{}}), "M_BAD_JSON"},
+		"not JSON": {func() *http.Request {
+			r := signedRequest(t, bID, aName, "PUT", sendPath, map[string]any{"pdus": []any{}})
+			r.Body = io.NopCloser(strings.NewReader("{not json"))
+			r.ContentLength = -1
+			return r
+		}(), "M_NOT_JSON"},
+	} {
+		status, body := do(t, ca, c.req)
+		if status != http.StatusBadRequest || errcode(body) != c.code {
+			t.Errorf("%s: got %d %s, want 400 %s", name, status, body, c.code)
+		}
+	}
+	status, body = do(t, ca, signedRequest(t, bID, aName, "PUT", "/_matrix/federation/v1/send/t2", map[string]any{"pdus": []any{}}))
+	if status != 200 || strings.TrimSpace(string(body)) != `{"pdus":{}}` {
+		t.Fatalf("empty transaction: %d %s", status, body)
+	}
+
 	// C as a notary: B's keys come back signed by B and by C.
 	q, _ := json.Marshal(map[string]any{"server_keys": map[string]any{b.ServerName: map[string]any{}, d.ServerName: map[string]any{}}})
 	req, _ = http.NewRequest("POST", c.FederationURL+"/_matrix/key/v2/query", bytes.NewReader(q))
