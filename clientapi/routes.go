@@ -83,4 +83,26 @@ func (s *Server) Register(r chi.Router) {
 		r.Post("/_matrix/client/v3/delete_devices", s.handleDeleteDevices)
 		r.Post("/_matrix/client/v3/user/{userId}/openid/request_token", s.handleRequestOpenIDToken)
 	})
+
+	// Spec: client-server §"End-to-End Encryption" (keys, cross-signing,
+	// server-side key backups; /keys/changes is the sync API's).
+	r.Group(func(r chi.Router) {
+		r.Use(auth)
+		r.Post("/_matrix/client/v3/keys/upload", s.handleUploadKeys)
+		r.Post("/_matrix/client/v3/keys/query", s.handleQueryKeys)
+		r.Post("/_matrix/client/v3/keys/claim", s.handleClaimKeys)
+		r.Post("/_matrix/client/v3/keys/device_signing/upload", s.handleUploadCrossSigningKeys)
+		r.Post("/_matrix/client/v3/keys/signatures/upload", s.handleUploadSignatures)
+		r.Post("/_matrix/client/v3/room_keys/version", s.handleCreateKeyBackup)
+		r.Get("/_matrix/client/v3/room_keys/version", s.handleGetKeyBackup)
+		r.Get("/_matrix/client/v3/room_keys/version/{version}", s.handleGetKeyBackup)
+		r.Put("/_matrix/client/v3/room_keys/version/{version}", s.handleUpdateKeyBackup)
+		r.Delete("/_matrix/client/v3/room_keys/version/{version}", s.handleDeleteKeyBackup)
+		for _, p := range []string{"/_matrix/client/v3/room_keys/keys", "/_matrix/client/v3/room_keys/keys/{roomId}",
+			"/_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}"} {
+			r.Get(p, s.handleGetBackupKeys)
+			r.Put(p, s.handlePutBackupKeys)
+			r.Delete(p, s.handleDeleteBackupKeys)
+		}
+	})
 }

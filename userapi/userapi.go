@@ -48,6 +48,8 @@ type Service struct {
 
 	dummyHashOnce sync.Once
 	dummyHash     []byte
+
+	keys keyState
 }
 
 var _ api.UserAPI = (*Service)(nil)
@@ -58,7 +60,7 @@ func Open(ctx context.Context, db *sqlutil.DB, cfg *config.Config) (*Service, er
 	if err != nil {
 		return nil, fmt.Errorf("open user API storage: %w", err)
 	}
-	return &Service{cfg: cfg, store: st, now: time.Now}, nil
+	return &Service{cfg: cfg, store: st, now: time.Now, keys: newKeyState()}, nil
 }
 
 func (s *Service) nowMS() int64 { return s.now().UnixMilli() }
@@ -207,12 +209,12 @@ func (s *Service) VerifyAccessToken(ctx context.Context, token string) (httputil
 
 // Logout implements api.UserAPI.
 func (s *Service) Logout(ctx context.Context, userID, deviceID string) error {
-	return s.store.DeleteDevices(ctx, userID, []string{deviceID})
+	return s.devicesRemoved(ctx, userID, s.store.DeleteDevices(ctx, userID, []string{deviceID}))
 }
 
 // LogoutAll implements api.UserAPI.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
-	return s.store.DeleteDevices(ctx, userID, nil)
+	return s.devicesRemoved(ctx, userID, s.store.DeleteDevices(ctx, userID, nil))
 }
 
 // DeleteDevices implements api.UserAPI.
@@ -220,7 +222,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	if deviceIDs == nil {
 		deviceIDs = []string{}
 	}
-	return s.store.DeleteDevices(ctx, userID, deviceIDs)
+	return s.devicesRemoved(ctx, userID, s.store.DeleteDevices(ctx, userID, deviceIDs))
 }
 
 // ListDevices implements api.UserAPI.
@@ -260,12 +262,12 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword string, l
 	if err != nil {
 		return err
 	}
-	return mapNotFound(s.store.SetPassword(ctx, userID, hash, logoutDevices, keepDeviceID))
+	return s.devicesRemoved(ctx, userID, mapNotFound(s.store.SetPassword(ctx, userID, hash, logoutDevices, keepDeviceID)))
 }
 
 // Deactivate implements api.UserAPI.
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
-	return mapNotFound(s.store.Deactivate(ctx, userID))
+	return s.devicesRemoved(ctx, userID, mapNotFound(s.store.Deactivate(ctx, userID)))
 }
 
 // GetProfile implements api.UserAPI.

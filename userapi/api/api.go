@@ -19,6 +19,7 @@ import (
 // are safe for concurrent use.
 type UserAPI interface {
 	httputil.TokenVerifier
+	KeyAPI
 
 	// CreateAccount registers a local account with the given localpart (a
 	// new-style localpart, see ValidateNewLocalpart) and password ("" means

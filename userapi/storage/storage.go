@@ -88,6 +88,9 @@ func New(ctx context.Context, db *sqlutil.DB) (*Storage, error) {
 	if err := db.Migrate(ctx, Component, migrations); err != nil {
 		return nil, err
 	}
+	if err := db.Migrate(ctx, KeysComponent, keyMigrations); err != nil {
+		return nil, err
+	}
 	return &Storage{db: db}, nil
 }
 
