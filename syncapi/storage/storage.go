@@ -138,33 +138,20 @@ type Positions struct {
 	ToDevice    int64
 }
 
-// CurrentPositions reads the newest committed position of each stream.
+// CurrentPositions reads the newest committed position of each stream,
+// in one round trip: every long-poll wake-up starts here.
 func (d *DB) CurrentPositions(ctx context.Context) (Positions, error) {
 	var p Positions
-	if err := d.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM syncapi_events`).Scan(&p.Events); err != nil {
-		return p, fmt.Errorf("max event position: %w", err)
-	}
-	rows, err := d.db.QueryContext(ctx, `SELECT stream, position FROM syncapi_stream_positions`)
+	err := d.db.QueryRowContext(ctx, `SELECT
+		(SELECT COALESCE(MAX(position), 0) FROM syncapi_events),
+		(SELECT position FROM syncapi_stream_positions WHERE stream = 'account_data'),
+		(SELECT position FROM syncapi_stream_positions WHERE stream = 'receipts'),
+		(SELECT position FROM syncapi_stream_positions WHERE stream = 'to_device')`).
+		Scan(&p.Events, &p.AccountData, &p.Receipts, &p.ToDevice)
 	if err != nil {
 		return p, fmt.Errorf("stream positions: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var pos int64
-		if err := rows.Scan(&name, &pos); err != nil {
-			return p, err
-		}
-		switch name {
-		case StreamAccountData:
-			p.AccountData = pos
-		case StreamReceipts:
-			p.Receipts = pos
-		case StreamToDevice:
-			p.ToDevice = pos
-		}
-	}
-	return p, rows.Err()
+	return p, nil
 }
 
 // nextPosition takes the next position of a counter stream inside tx; the
