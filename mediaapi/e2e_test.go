@@ -121,3 +121,61 @@ func storeFiles(t *testing.T, dataDir string) int {
 	}
 	return n
 }
+
+// TestRemoteMediaOverFederation runs two federating servers: a user of B
+// downloads and thumbnails media uploaded on A, which B fetches with a
+// signed federation request and caches.
+func TestRemoteMediaOverFederation(t *testing.T) {
+	ctx := context.Background()
+	ca := testserver.NewCA(t)
+	a := testserver.StartFederated(t, ca, testserver.Options{})
+	b := testserver.StartFederated(t, ca, testserver.Options{})
+	alice := a.RegisterUser(t, "alice")
+	bob := b.RegisterUser(t, "bob")
+
+	data := make([]byte, 100_000)
+	_, _ = rand.Read(data)
+	up, err := alice.UploadBytesWithName(ctx, data, "application/octet-stream", "blob.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.ContentURI.Homeserver != a.ServerName {
+		t.Fatalf("uploaded to %s", up.ContentURI)
+	}
+	got, err := bob.DownloadBytes(ctx, up.ContentURI)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download of A's media through B: %v (%d bytes)", err, len(got))
+	}
+
+	var img bytes.Buffer
+	_ = png.Encode(&img, image.NewRGBA(image.Rect(0, 0, 300, 300)))
+	pic, err := alice.UploadBytes(ctx, img.Bytes(), "image/png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := bob.DownloadThumbnail(ctx, pic.ContentURI, 32, 32, mautrix.DownloadThumbnailExtra{Method: "crop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thumb, err := png.Decode(resp.Body)
+	resp.Body.Close()
+	if err != nil || thumb.Bounds().Dx() != 32 || thumb.Bounds().Dy() != 32 {
+		t.Errorf("thumbnail of A's media through B: %v %v", err, thumb)
+	}
+
+	missing := up.ContentURI
+	missing.FileID = "doesNotExist"
+	if _, err := bob.DownloadBytes(ctx, missing); !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("unknown remote media: %v", err)
+	}
+
+	// A serves its media to servers only on a signed request.
+	unsigned, err := ca.HTTPClient().Get(a.FederationURL + "/_matrix/federation/v1/media/download/" + up.ContentURI.FileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned.Body.Close()
+	if unsigned.StatusCode != 401 {
+		t.Errorf("unsigned federation media request: %d", unsigned.StatusCode)
+	}
+}

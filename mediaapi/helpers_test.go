@@ -59,7 +59,7 @@ type env struct {
 	db      *sqlutil.DB
 }
 
-func newEnv(t testing.TB, dbURL string, mutate func(*config.Config)) *env {
+func newEnv(t testing.TB, dbURL string, mutate func(*config.Config), setup ...func(*Service)) *env {
 	t.Helper()
 	dataDir := t.TempDir()
 	db, err := sqlutil.Open(dbURL)
@@ -67,10 +67,12 @@ func newEnv(t testing.TB, dbURL string, mutate func(*config.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return newEnvOn(t, db, dataDir, mutate)
+	return newEnvOn(t, db, dataDir, mutate, setup...)
 }
 
-func newEnvOn(t testing.TB, db *sqlutil.DB, dataDir string, mutate func(*config.Config)) *env {
+// newEnvOn starts a media API on an open database; setup runs before the
+// routes are registered.
+func newEnvOn(t testing.TB, db *sqlutil.DB, dataDir string, mutate func(*config.Config), setup ...func(*Service)) *env {
 	t.Helper()
 	cfg := config.Default()
 	cfg.ServerName = testServer
@@ -80,6 +82,9 @@ func newEnvOn(t testing.TB, db *sqlutil.DB, dataDir string, mutate func(*config.
 	svc, err := Open(context.Background(), db, cfg, dataDir, fakeUsers{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(svc)
 	}
 	r := chi.NewRouter()
 	r.NotFound(httputil.NotFoundHandler)
@@ -152,7 +157,7 @@ func (e *env) upload(token string, data []byte, contentType, filename string) st
 	}
 	uri, _ := resp.json()["content_uri"].(string)
 	server, id, err := ParseMXC(uri)
-	if err != nil || server != testServer {
+	if err != nil || server != e.cfg.ServerName {
 		e.t.Fatalf("upload returned %q", uri)
 	}
 	return id

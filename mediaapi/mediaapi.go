@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime"
 	"sync"
 	"time"
@@ -54,7 +55,11 @@ type Service struct {
 	db         *storage.DB
 	blobs      blobstore.Store
 	users      userapi.UserAPI
-	preview    *previewer
+	web        *webFetcher
+	// fed fetches other servers' media; nil without federation.
+	fed FederationClient
+	// serverAuth verifies X-Matrix signatures on the federation routes.
+	serverAuth func(http.Handler) http.Handler
 	// frozenTS is when unauthenticated media was frozen (0: not frozen);
 	// the legacy endpoints serve only media uploaded before it.
 	frozenTS int64
@@ -83,7 +88,7 @@ func Open(ctx context.Context, db *sqlutil.DB, cfg *config.Config, dataDir strin
 	if err != nil {
 		return nil, err
 	}
-	preview, err := newPreviewer(cfg.Media.URLPreviewAllowPrivate)
+	web, err := newWebFetcher(cfg.Media.URLPreviewAllowPrivate)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +98,7 @@ func Open(ctx context.Context, db *sqlutil.DB, cfg *config.Config, dataDir strin
 		db:         store,
 		blobs:      blobs,
 		users:      users,
-		preview:    preview,
+		web:        web,
 		thumbSlots: make(chan struct{}, runtime.NumCPU()),
 		now:        time.Now,
 		stop:       make(chan struct{}),
@@ -149,6 +154,7 @@ func (s *Service) Register(r chi.Router) {
 			r.Get("/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}", s.handleLegacyDownload)
 			r.Get("/_matrix/media/v3/thumbnail/{serverName}/{mediaId}", s.handleLegacyThumbnail)
 		}
+		s.registerFederation(r)
 	})
 }
 

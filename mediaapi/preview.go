@@ -83,17 +83,18 @@ func (e *blockedAddressError) Error() string {
 	return fmt.Sprintf("refusing to fetch from internal address %s", e.addr)
 }
 
-// previewer fetches pages for URL previews without letting a user reach
+// webFetcher fetches from the web (URL previews, media redirects of other
+// servers) without letting a user or another server reach
 // the server's own network (server-side request forgery). The check runs
 // on the address actually being connected to, after DNS resolution and on
 // every redirect, so neither DNS rebinding nor a redirect gets around it.
-type previewer struct {
+type webFetcher struct {
 	allow  []netip.Prefix
 	client *http.Client
 }
 
-func newPreviewer(allowCIDRs []string) (*previewer, error) {
-	p := &previewer{}
+func newWebFetcher(allowCIDRs []string) (*webFetcher, error) {
+	p := &webFetcher{}
 	for _, c := range allowCIDRs {
 		prefix, err := netip.ParsePrefix(c)
 		if err != nil {
@@ -129,7 +130,7 @@ func newPreviewer(allowCIDRs []string) (*previewer, error) {
 }
 
 // permitted says whether addr may be fetched.
-func (p *previewer) permitted(addr netip.Addr) bool {
+func (p *webFetcher) permitted(addr netip.Addr) bool {
 	addr = addr.Unmap()
 	for _, prefix := range p.allow {
 		if prefix.Contains(addr) {
@@ -140,7 +141,7 @@ func (p *previewer) permitted(addr netip.Addr) bool {
 }
 
 // control runs after the socket is made and before it connects.
-func (p *previewer) control(_, address string, _ syscall.RawConn) error {
+func (p *webFetcher) control(_, address string, _ syscall.RawConn) error {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return err
@@ -163,7 +164,8 @@ type fetched struct {
 	finalURL    *url.URL
 }
 
-func (p *previewer) fetch(ctx context.Context, u *url.URL, limit int64, accept string) (*fetched, error) {
+// get sends a GET and returns a 200 response; the caller closes its body.
+func (p *webFetcher) get(ctx context.Context, u *url.URL, accept string) (*http.Response, error) {
 	if addr, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !p.permitted(addr) {
 		return nil, &blockedAddressError{addr}
 	}
@@ -171,16 +173,26 @@ func (p *previewer) fetch(ctx context.Context, u *url.URL, limit int64, accept s
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("User-Agent", "Parley URL preview (Matrix homeserver)")
+	req.Header.Set("User-Agent", "Parley (Matrix homeserver)")
 	req.Header.Set("Accept", accept)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("%s answered HTTP %d", u.Host, resp.StatusCode)
 	}
+	return resp, nil
+}
+
+// fetch gets a URL and reads up to limit bytes of it.
+func (p *webFetcher) fetch(ctx context.Context, u *url.URL, limit int64, accept string) (*fetched, error) {
+	resp, err := p.get(ctx, u, accept)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, err
@@ -257,7 +269,7 @@ func writeRawJSON(w http.ResponseWriter, body string) {
 // buildPreview fetches the page, extracts its OpenGraph data, stores its
 // image and caches the answer.
 func (s *Service) buildPreview(ctx context.Context, u *url.URL) (string, error) {
-	page, err := s.preview.fetch(ctx, u, maxPreviewPageBytes, "text/html,application/xhtml+xml;q=0.9,image/*;q=0.8,*/*;q=0.5")
+	page, err := s.web.fetch(ctx, u, maxPreviewPageBytes, "text/html,application/xhtml+xml;q=0.9,image/*;q=0.8,*/*;q=0.5")
 	if err != nil {
 		return "", fetchError(err)
 	}
@@ -283,7 +295,7 @@ func (s *Service) buildPreview(ctx context.Context, u *url.URL) (string, error) 
 	}
 	if imageURL != nil {
 		limit := min(int64(maxPreviewImageBytes), s.cfg.Media.MaxUploadBytes)
-		img, err := s.preview.fetch(ctx, imageURL, limit, "image/*")
+		img, err := s.web.fetch(ctx, imageURL, limit, "image/*")
 		// A page whose image cannot be had still previews without it.
 		if err == nil && !img.truncated && strings.HasPrefix(mediaType(img.contentType), "image/") {
 			if err := s.storePreviewImage(ctx, og, img.body); err != nil {

@@ -181,7 +181,7 @@ func TestIsInternal(t *testing.T) {
 			t.Errorf("isInternal(%s) = %v, want %v", addr, got, want)
 		}
 	}
-	p, err := newPreviewer([]string{"10.1.0.0/16"})
+	p, err := newWebFetcher([]string{"10.1.0.0/16"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,10 @@ import (
 // the content arrived (on any instance).
 const pollInterval = 200 * time.Millisecond
 
-// findMedia returns servable media for a request's {serverName}/{mediaId},
-// waiting up to timeout_ms for a pending upload. legacy applies the
-// freeze of the unauthenticated endpoints.
+// findMedia returns servable media for a client request's
+// {serverName}/{mediaId}, waiting up to timeout_ms for a pending upload and
+// fetching other servers' media over federation. legacy applies the
+// freeze of the unauthenticated endpoints and their allow_remote flag.
 func (s *Service) findMedia(r *http.Request, legacy bool) (*storage.Media, error) {
 	serverName, mediaID := chi.URLParam(r, "serverName"), chi.URLParam(r, "mediaId")
 	if err := checkIDs(serverName, mediaID); err != nil {
@@ -31,14 +32,34 @@ func (s *Service) findMedia(r *http.Request, legacy bool) (*storage.Media, error
 	if err != nil {
 		return nil, err
 	}
-	ctx := r.Context()
+	// Spec: allow_remote=false on the legacy endpoints prevents a server
+	// asking itself in a loop.
+	allowRemote := !legacy || r.URL.Query().Get("allow_remote") != "false"
+	m, err := s.lookupMedia(r.Context(), serverName, mediaID, wait, allowRemote)
+	if err != nil {
+		return nil, err
+	}
+	if legacy && s.frozenTS != 0 && m.UploadedTS >= s.frozenTS {
+		return nil, httputil.NotFound("Media uploaded after unauthenticated media was frozen is only available from /_matrix/client/v1/media")
+	}
+	return m, nil
+}
+
+// lookupMedia returns media whose content is here: local media (after
+// waiting up to wait for a pending upload), or remote media from the
+// cache or, with allowRemote and federation, fetched from its server.
+// Quarantined, deleted and expired media are not found.
+func (s *Service) lookupMedia(ctx context.Context, serverName, mediaID string, wait time.Duration, allowRemote bool) (*storage.Media, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		m, err := s.db.GetMedia(ctx, serverName, mediaID)
-		if errors.Is(err, storage.ErrNotFound) {
-			if serverName != s.serverName {
-				return nil, httputil.NotFound("Media from other servers is not available: fetching remote media needs federation, which this server does not do yet")
+		if errors.Is(err, storage.ErrNotFound) && serverName != s.serverName {
+			if !allowRemote {
+				return nil, notFound()
 			}
+			m, err = s.fetchRemote(ctx, serverName, mediaID)
+		}
+		if errors.Is(err, storage.ErrNotFound) {
 			return nil, notFound()
 		}
 		if err != nil {
@@ -48,9 +69,6 @@ func (s *Service) findMedia(r *http.Request, legacy bool) (*storage.Media, error
 			return nil, notFound()
 		}
 		if m.Uploaded() {
-			if legacy && s.frozenTS != 0 && m.UploadedTS >= s.frozenTS {
-				return nil, httputil.NotFound("Media uploaded after unauthenticated media was frozen is only available from /_matrix/client/v1/media")
-			}
 			return m, nil
 		}
 		if m.ExpiresTS <= s.now().UnixMilli() {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -88,46 +89,80 @@ func (s *Service) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy 
 		httputil.WriteError(w, r, err)
 		return
 	}
-	if err := s.thumbnail(w, r, m, req); err != nil {
+	th, err := s.thumbnailFor(r.Context(), m, req)
+	if err != nil {
 		httputil.WriteError(w, r, err)
+		return
+	}
+	defer th.Close()
+	h := w.Header()
+	h.Set("Content-Type", th.contentType)
+	h.Set("Content-Disposition", th.disposition())
+	http.ServeContent(w, r, "", th.modified, th.content)
+}
+
+// thumbnailContent is a thumbnail ready to send.
+type thumbnailContent struct {
+	contentType string
+	modified    time.Time
+	content     io.ReadSeeker
+	closer      io.Closer
+}
+
+func (t *thumbnailContent) Close() {
+	if t.closer != nil {
+		t.closer.Close()
 	}
 }
 
-// thumbnail answers from the cache, with the original (when it is small
-// enough, or animated and animation was asked for), or by making one.
-func (s *Service) thumbnail(w http.ResponseWriter, r *http.Request, m *storage.Media, req thumbnailRequest) error {
-	ctx := r.Context()
+// disposition is always inline with a file name (client-server spec
+// v1.12: thumbnails MUST be inline and SHOULD carry a file name).
+func (t *thumbnailContent) disposition() string {
+	return contentDisposition(true, "thumbnail."+strings.TrimPrefix(t.contentType, "image/"))
+}
+
+// thumbnailFor answers from the cache, with the original (when it is no
+// larger than asked, or animated and animation was asked for), or by
+// making one. The caller closes the result.
+func (s *Service) thumbnailFor(ctx context.Context, m *storage.Media, req thumbnailRequest) (*thumbnailContent, error) {
 	if th, err := s.db.GetThumbnail(ctx, m.ServerName, m.MediaID, req.width, req.height, req.method); err == nil {
 		blob, err := s.blobs.Open(th.SHA256)
 		if err == nil {
-			defer blob.Close()
-			serveThumbnailBytes(w, r, th.ContentType, time.UnixMilli(th.CreatedTS), blob)
-			return nil
+			return &thumbnailContent{contentType: th.ContentType, modified: time.UnixMilli(th.CreatedTS), content: blob, closer: blob}, nil
 		}
 		if !errors.Is(err, blobstore.ErrNotFound) {
-			return err
+			return nil, err
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {
-		return err
+		return nil, err
 	}
 
 	blob, err := s.blobs.Open(m.SHA256)
 	if errors.Is(err, blobstore.ErrNotFound) {
-		return notFound()
+		return nil, notFound()
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer blob.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			blob.Close()
+		}
+	}()
 	info, err := probeImage(blob)
 	if errors.Is(err, errNotImage) {
-		return cannotThumbnail()
+		return nil, cannotThumbnail()
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if int64(info.width)*int64(info.height) > s.cfg.Media.MaxThumbnailPixels {
-		return httputil.TooLarge("The image is too large to thumbnail")
+		if m.ServerName != s.serverName {
+			// Spec: remote content too large to thumbnail is a 502.
+			return nil, httputil.NewError(http.StatusBadGateway, "M_TOO_LARGE", "The remote image is too large to thumbnail")
+		}
+		return nil, httputil.TooLarge("The image is too large to thumbnail")
 	}
 	modified := time.UnixMilli(m.UploadedTS)
 	small := info.width <= req.width && info.height <= req.height
@@ -136,10 +171,10 @@ func (s *Service) thumbnail(w http.ResponseWriter, r *http.Request, m *storage.M
 	// must never go out when it was not asked for.
 	if (req.animated && info.animated) || (small && !info.animated) {
 		if _, err := blob.Seek(0, io.SeekStart); err != nil {
-			return err
+			return nil, err
 		}
-		serveThumbnailBytes(w, r, info.contentType(), modified, blob)
-		return nil
+		keep = true
+		return &thumbnailContent{contentType: info.contentType(), modified: modified, content: blob, closer: blob}, nil
 	}
 
 	key := fmt.Sprintf("thumb|%s|%s|%d|%d|%s", m.ServerName, m.MediaID, req.width, req.height, req.method)
@@ -151,11 +186,10 @@ func (s *Service) thumbnail(w http.ResponseWriter, r *http.Request, m *storage.M
 		return s.generateThumbnail(genCtx, m, info, req)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	th := v.(*generatedThumbnail)
-	serveThumbnailBytes(w, r, th.contentType, modified, bytes.NewReader(th.data))
-	return nil
+	return &thumbnailContent{contentType: th.contentType, modified: modified, content: bytes.NewReader(th.data)}, nil
 }
 
 type generatedThumbnail struct {
@@ -210,14 +244,4 @@ func (s *Service) cacheThumbnail(ctx context.Context, m *storage.Media, req thum
 
 func cannotThumbnail() error {
 	return httputil.NewError(http.StatusBadRequest, "M_UNKNOWN", "Cannot generate thumbnails for the requested content")
-}
-
-// serveThumbnailBytes sends a thumbnail inline (client-server spec v1.12:
-// thumbnails MUST be inline and SHOULD carry a file name).
-func serveThumbnailBytes(w http.ResponseWriter, r *http.Request, contentType string, modified time.Time, content io.ReadSeeker) {
-	h := w.Header()
-	h.Set("Content-Type", contentType)
-	ext := contentType[len("image/"):]
-	h.Set("Content-Disposition", contentDisposition(true, "thumbnail."+ext))
-	http.ServeContent(w, r, "", modified, content)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
 	"github.com/parley-chat/parley/clientapi"
@@ -159,6 +160,7 @@ func startApp(ctx context.Context, cfg *config.Config, dataDir string, keys *sig
 		}); err != nil {
 			return nil, fmt.Errorf("start federation: %w", err)
 		}
+		a.media.EnableFederation(a.fed.Client(), federation.RequireServerAuth(spec.ServerName(cfg.ServerName), a.fed.Keys().KeyRing()))
 	}
 	client := clientapi.New(clientapi.Deps{Config: cfg, Users: users, Rooms: a.rooms})
 
