@@ -139,8 +139,12 @@ func (s *Service) Register(r chi.Router) {
 			r.Post("/_matrix/media/v1/create", s.handleCreate)
 			if legacy {
 				// Deprecated in v1.11; these two always needed a token.
-				r.Get("/_matrix/media/v3/preview_url", s.handlePreviewURL)
-				r.Get("/_matrix/media/v3/config", s.handleConfig)
+				// r0 is the pre-v1.1 name of v3, still used by old clients.
+				for _, v := range []string{"v3", "r0"} {
+					r.Get("/_matrix/media/"+v+"/preview_url", s.handlePreviewURL)
+					r.Get("/_matrix/media/"+v+"/config", s.handleConfig)
+				}
+				r.Post("/_matrix/media/r0/upload", s.handleUpload)
 			}
 			r.Group(func(r chi.Router) {
 				r.Use(requireAdmin)
@@ -150,9 +154,11 @@ func (s *Service) Register(r chi.Router) {
 		})
 		if legacy {
 			// Deprecated, unauthenticated, subject to the freeze.
-			r.Get("/_matrix/media/v3/download/{serverName}/{mediaId}", s.handleLegacyDownload)
-			r.Get("/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}", s.handleLegacyDownload)
-			r.Get("/_matrix/media/v3/thumbnail/{serverName}/{mediaId}", s.handleLegacyThumbnail)
+			for _, v := range []string{"v3", "r0"} {
+				r.Get("/_matrix/media/"+v+"/download/{serverName}/{mediaId}", s.handleLegacyDownload)
+				r.Get("/_matrix/media/"+v+"/download/{serverName}/{mediaId}/{fileName}", s.handleLegacyDownload)
+				r.Get("/_matrix/media/"+v+"/thumbnail/{serverName}/{mediaId}", s.handleLegacyThumbnail)
+			}
 		}
 		s.registerFederation(r)
 	})

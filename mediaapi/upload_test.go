@@ -29,6 +29,7 @@ func TestUploadDownload(t *testing.T) {
 		for _, path := range []string{
 			"/_matrix/client/v1/media/download/" + testServer + "/" + id,
 			"/_matrix/media/v3/download/" + testServer + "/" + id, // legacy, no token needed
+			"/_matrix/media/r0/download/" + testServer + "/" + id,
 		} {
 			r := e.do("GET", path, "alice", nil, nil)
 			if r.status != 200 || !bytes.Equal(r.body, data) {
