@@ -40,6 +40,10 @@ func (s *Service) Register(r chi.Router) {
 		// Spec: client-server §"Send-to-Device messaging".
 		r.Put("/_matrix/client/v3/sendToDevice/{eventType}/{txnId}", s.handleSendToDevice)
 
+		// Spec: client-server §"End-to-End Encryption" (device-list changes
+		// between two sync tokens).
+		r.Get("/_matrix/client/v3/keys/changes", s.handleKeyChanges)
+
 		// Spec: client-server §"Event Context".
 		r.Get("/_matrix/client/v3/rooms/{roomId}/context/{eventId}", s.handleContext)
 

@@ -19,6 +19,8 @@ type syncResponse struct {
 	ToDevice               eventList      `json:"to_device"`
 	DeviceLists            deviceLists    `json:"device_lists"`
 	DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+	// DeviceUnusedFallbackKeyTypes is set by addEncryptionData.
+	DeviceUnusedFallbackKeyTypes []string `json:"device_unused_fallback_key_types,omitempty"`
 }
 
 type eventList struct {
@@ -97,7 +99,8 @@ func newSyncResponse() *syncResponse {
 // so a long-poll should keep waiting.
 func (r *syncResponse) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
-		len(r.AccountData.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Presence.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Presence.Events) == 0 &&
+		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 // syncRequest is a parsed /sync request.
@@ -127,7 +130,11 @@ func (s *Service) currentToken(ctx context.Context) (StreamToken, error) {
 	if err != nil {
 		return StreamToken{}, err
 	}
-	return StreamToken{Events: p.Events, AccountData: p.AccountData, Receipts: p.Receipts, Typing: s.typing.Position(), ToDevice: p.ToDevice}, nil
+	dl, err := s.db.DeviceListPosition(ctx)
+	if err != nil {
+		return StreamToken{}, err
+	}
+	return StreamToken{Events: p.Events, AccountData: p.AccountData, Receipts: p.Receipts, Typing: s.typing.Position(), ToDevice: p.ToDevice, DeviceLists: dl}, nil
 }
 
 // buildSync computes the response for req as of the positions in cur.
@@ -247,6 +254,9 @@ func (s *Service) buildSync(ctx context.Context, req *syncRequest, cur StreamTok
 		if len(msgs) == maxToDevicePerSync {
 			next.ToDevice = msgs[len(msgs)-1].Position
 		}
+	}
+	if err := s.addEncryptionData(ctx, req, memberships, since, cur, resp); err != nil {
+		return nil, err
 	}
 	resp.NextBatch = next.String()
 	return resp, nil

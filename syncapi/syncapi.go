@@ -34,6 +34,8 @@ type Service struct {
 	notifier *Notifier
 	typing   *Typing
 	sub      *bus.Subscription
+	// deviceListSub consumes the user API's device-list stream (devicelists.go).
+	deviceListSub *bus.Subscription
 
 	// acked remembers, per "user|device", the to-device position already
 	// deleted, so repeated syncs with the same since do not rewrite.
@@ -65,6 +67,10 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, u
 	if err != nil {
 		return nil, err
 	}
+	if err := s.startDeviceLists(ctx, b); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -72,6 +78,9 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, u
 func (s *Service) Close() {
 	if s.sub != nil {
 		s.sub.Stop()
+	}
+	if s.deviceListSub != nil {
+		s.deviceListSub.Stop()
 	}
 }
 

@@ -7,17 +7,18 @@ import (
 )
 
 // StreamToken is a position in every stream a sync covers. It is the
-// next_batch / since token: "s<events>_<account_data>_<receipts>_<typing>_<to_device>".
+// next_batch / since token: "s<events>_<account_data>_<receipts>_<typing>_<to_device>_<device_lists>".
 type StreamToken struct {
 	Events      int64
 	AccountData int64
 	Receipts    int64
 	Typing      int64
 	ToDevice    int64
+	DeviceLists int64
 }
 
 func (t StreamToken) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.ToDevice)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.ToDevice, t.DeviceLists)
 }
 
 // ParseStreamToken parses a since token.
@@ -28,10 +29,12 @@ func ParseStreamToken(s string) (StreamToken, error) {
 		return t, fmt.Errorf("token %q does not start with 's'", s)
 	}
 	parts := strings.Split(rest, "_")
-	if len(parts) != 5 {
-		return t, fmt.Errorf("token %q has %d parts, want 5", s, len(parts))
+	// Tokens from before device lists had a position have 5 parts; they
+	// read as device-list position 0, which reports at most extra users.
+	if len(parts) != 5 && len(parts) != 6 {
+		return t, fmt.Errorf("token %q has %d parts, want 6", s, len(parts))
 	}
-	dst := []*int64{&t.Events, &t.AccountData, &t.Receipts, &t.Typing, &t.ToDevice}
+	dst := []*int64{&t.Events, &t.AccountData, &t.Receipts, &t.Typing, &t.ToDevice, &t.DeviceLists}
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 {
@@ -51,6 +54,7 @@ func (t StreamToken) clampTo(cur StreamToken) StreamToken {
 	t.AccountData = min(t.AccountData, cur.AccountData)
 	t.Receipts = min(t.Receipts, cur.Receipts)
 	t.ToDevice = min(t.ToDevice, cur.ToDevice)
+	t.DeviceLists = min(t.DeviceLists, cur.DeviceLists)
 	if t.Typing > cur.Typing {
 		t.Typing = 0
 	}
