@@ -144,7 +144,7 @@ func (s *Service) downloadRemote(ctx context.Context, serverName, mediaID string
 		body = redirected.Body
 		contentType, disposition = redirected.Header.Get("Content-Type"), redirected.Header.Get("Content-Disposition")
 	}
-	hash, size, err := s.blobs.Put(ctx, &limitedReader{r: body, left: s.cfg.Media.MaxUploadBytes})
+	st, err := s.blobs.Stage(ctx, &limitedReader{r: body, left: s.cfg.Media.MaxUploadBytes})
 	if errors.Is(err, errRemoteTooLarge) {
 		return nil, s.remoteTooLarge()
 	}
@@ -157,15 +157,11 @@ func (s *Service) downloadRemote(ctx context.Context, serverName, mediaID string
 	now := s.now().UnixMilli()
 	m := &storage.Media{
 		ServerName: serverName, MediaID: mediaID, ContentType: contentType, Filename: dispositionFilename(disposition),
-		Size: size, SHA256: hash, CreatedTS: now, UploadedTS: now,
+		Size: st.Size(), SHA256: st.Hash(), CreatedTS: now, UploadedTS: now,
 	}
-	err = s.useBlob(hash, func() error { return s.db.InsertMedia(ctx, m) })
+	err = s.storeBlob(ctx, st, func(tx *storage.BlobTx) error { return tx.InsertMedia(ctx, m) })
 	if errors.Is(err, storage.ErrExists) {
-		// Another instance cached it first; use its row (the bytes are
-		// very likely the same blob).
-		if err := s.releaseBlob(ctx, hash); err != nil {
-			return nil, err
-		}
+		// Another instance cached it first; use its row.
 		return s.db.GetMedia(ctx, serverName, mediaID)
 	}
 	if err != nil {

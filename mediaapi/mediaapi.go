@@ -64,10 +64,6 @@ type Service struct {
 	// the legacy endpoints serve only media uploaded before it.
 	frozenTS int64
 
-	// blobLocks serialise, per blob hash, adding a row that names a blob
-	// with deleting an unused blob, so a concurrent delete cannot remove
-	// bytes a new row just started to use.
-	blobLocks [64]sync.Mutex
 	// thumbSlots bounds concurrent thumbnail decodes (CPU and memory).
 	thumbSlots chan struct{}
 	flights    singleflight.Group
@@ -173,11 +169,7 @@ func (s *Service) QuarantineMedia(ctx context.Context, serverName, mediaID strin
 // DeleteMedia removes media, its thumbnails, and their bytes unless other
 // media share them; ErrNotFound if unknown.
 func (s *Service) DeleteMedia(ctx context.Context, serverName, mediaID string) error {
-	hashes, err := s.db.DeleteMedia(ctx, serverName, mediaID)
-	if err != nil {
-		return err
-	}
-	return s.releaseBlobs(ctx, hashes)
+	return s.db.DeleteMedia(ctx, serverName, mediaID, s.blobs.Delete)
 }
 
 // PurgeRemoteCache deletes media cached from other servers longer ago than
@@ -207,49 +199,15 @@ func (s *Service) PurgeRemoteCache(ctx context.Context, olderThan time.Duration)
 	}
 }
 
-// blobLock returns the lock for one blob hash.
-func (s *Service) blobLock(hash string) *sync.Mutex {
-	var h byte
-	if len(hash) > 0 {
-		h = hash[len(hash)-1]
-	}
-	return &s.blobLocks[int(h)%len(s.blobLocks)]
-}
-
-// useBlob runs insert, which adds a row naming hash, once it is sure the
-// blob is still stored (a concurrent releaseBlobs may have removed the
-// bytes after Put wrote them).
-func (s *Service) useBlob(hash string, insert func() error) error {
-	l := s.blobLock(hash)
-	l.Lock()
-	defer l.Unlock()
-	b, err := s.blobs.Open(hash)
+// storeBlob records a staged blob and the rows naming it (added by fn)
+// and puts the file in place, all under the blob's database lock; on
+// failure the staged file is dropped.
+func (s *Service) storeBlob(ctx context.Context, st blobstore.Staged, fn func(tx *storage.BlobTx) error) error {
+	err := s.db.WithBlob(ctx, st.Hash(), s.now().UnixMilli(), fn, st.Commit)
 	if err != nil {
-		return fmt.Errorf("blob %s vanished before it was recorded: %w", hash, err)
+		st.Discard()
 	}
-	b.Close()
-	return insert()
-}
-
-// releaseBlobs deletes the blobs no row names any more.
-func (s *Service) releaseBlobs(ctx context.Context, hashes []string) error {
-	for _, hash := range hashes {
-		if err := s.releaseBlob(ctx, hash); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Service) releaseBlob(ctx context.Context, hash string) error {
-	l := s.blobLock(hash)
-	l.Lock()
-	defer l.Unlock()
-	used, err := s.db.BlobInUse(ctx, hash)
-	if err != nil || used {
-		return err
-	}
-	return s.blobs.Delete(hash)
+	return err
 }
 
 // janitor removes expired reservations and stale URL previews.

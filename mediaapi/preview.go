@@ -320,23 +320,23 @@ func (s *Service) storePreviewImage(ctx context.Context, og map[string]any, data
 	if err != nil {
 		return nil
 	}
-	hash, size, err := s.blobs.Put(ctx, bytes.NewReader(data))
+	st, err := s.blobs.Stage(ctx, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
 	now := s.now().UnixMilli()
 	m := &storage.Media{
 		ServerName: s.serverName, MediaID: newMediaID(), ContentType: info.contentType(),
-		Size: size, SHA256: hash, CreatedTS: now, UploadedTS: now,
+		Size: st.Size(), SHA256: st.Hash(), CreatedTS: now, UploadedTS: now,
 	}
-	if err := s.useBlob(hash, func() error { return s.db.InsertMedia(ctx, m) }); err != nil {
+	if err := s.storeBlob(ctx, st, func(tx *storage.BlobTx) error { return tx.InsertMedia(ctx, m) }); err != nil {
 		return err
 	}
 	og["og:image"] = mxcURI(m.ServerName, m.MediaID)
 	og["og:image:type"] = m.ContentType
 	og["og:image:width"] = info.width
 	og["og:image:height"] = info.height
-	og["matrix:image:size"] = size
+	og["matrix:image:size"] = m.Size
 	return nil
 }
 

@@ -231,15 +231,19 @@ func (s *Service) generateThumbnail(ctx context.Context, m *storage.Media, info 
 }
 
 func (s *Service) cacheThumbnail(ctx context.Context, m *storage.Media, req thumbnailRequest, th *generatedThumbnail) error {
-	hash, size, err := s.blobs.Put(ctx, bytes.NewReader(th.data))
+	st, err := s.blobs.Stage(ctx, bytes.NewReader(th.data))
 	if err != nil {
 		return err
 	}
 	row := &storage.Thumbnail{
 		ServerName: m.ServerName, MediaID: m.MediaID, Width: req.width, Height: req.height, Method: req.method,
-		ContentType: th.contentType, Size: size, SHA256: hash, CreatedTS: s.now().UnixMilli(),
+		ContentType: th.contentType, Size: st.Size(), SHA256: st.Hash(), CreatedTS: s.now().UnixMilli(),
 	}
-	return s.useBlob(hash, func() error { return s.db.InsertThumbnail(ctx, row) })
+	err = s.storeBlob(ctx, st, func(tx *storage.BlobTx) error { return tx.InsertThumbnail(ctx, row) })
+	if errors.Is(err, storage.ErrExists) {
+		return nil // another request cached it first
+	}
+	return err
 }
 
 func cannotThumbnail() error {

@@ -8,9 +8,9 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/sirupsen/logrus"
 
 	"github.com/parley-chat/parley/internal/httputil"
+	"github.com/parley-chat/parley/mediaapi/blobstore"
 	"github.com/parley-chat/parley/mediaapi/storage"
 )
 
@@ -59,22 +59,22 @@ func (b bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// storeBody streams the request body into the blob store, at most the
+// stageBody streams the request body into the blob store, at most the
 // configured maximum. Nothing is left in the store if it fails.
-func (s *Service) storeBody(w http.ResponseWriter, r *http.Request) (hash string, size int64, err error) {
+func (s *Service) stageBody(w http.ResponseWriter, r *http.Request) (blobstore.Staged, error) {
 	body := http.MaxBytesReader(w, r.Body, s.cfg.Media.MaxUploadBytes)
-	hash, size, err = s.blobs.Put(r.Context(), bodyReader{body})
+	st, err := s.blobs.Stage(r.Context(), bodyReader{body})
 	var tooBig *http.MaxBytesError
 	var bodyErr *bodyError
 	switch {
 	case errors.As(err, &tooBig):
-		return "", 0, s.tooLarge()
+		return nil, s.tooLarge()
 	case errors.As(err, &bodyErr):
-		return "", 0, httputil.NewError(http.StatusBadRequest, "M_UNKNOWN", "The upload did not arrive completely")
+		return nil, httputil.NewError(http.StatusBadRequest, "M_UNKNOWN", "The upload did not arrive completely")
 	case err != nil:
-		return "", 0, fmt.Errorf("store upload: %w", err)
+		return nil, fmt.Errorf("store upload: %w", err)
 	}
-	return hash, size, nil
+	return st, nil
 }
 
 // handleUpload is POST /_matrix/media/v3/upload.
@@ -84,7 +84,7 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	hash, size, err := s.storeBody(w, r)
+	st, err := s.stageBody(w, r)
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
@@ -92,10 +92,10 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UnixMilli()
 	m := &storage.Media{
 		ServerName: s.serverName, MediaID: newMediaID(),
-		ContentType: meta.contentType, Filename: meta.filename, Size: size, SHA256: hash,
+		ContentType: meta.contentType, Filename: meta.filename, Size: st.Size(), SHA256: st.Hash(),
 		Uploader: httputil.CallerFrom(r.Context()).UserID, CreatedTS: now, UploadedTS: now,
 	}
-	if err := s.useBlob(hash, func() error { return s.db.InsertMedia(r.Context(), m) }); err != nil {
+	if err := s.storeBlob(r.Context(), st, func(tx *storage.BlobTx) error { return tx.InsertMedia(r.Context(), m) }); err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
@@ -150,21 +150,18 @@ func (s *Service) handleUploadTo(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	hash, size, err := s.storeBody(w, r)
+	st, err := s.stageBody(w, r)
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
 	m := &storage.Media{
 		ServerName: serverName, MediaID: mediaID, ContentType: meta.contentType, Filename: meta.filename,
-		Size: size, SHA256: hash, UploadedTS: s.now().UnixMilli(),
+		Size: st.Size(), SHA256: st.Hash(), UploadedTS: s.now().UnixMilli(),
 	}
-	err = s.useBlob(hash, func() error { return s.db.CompleteUpload(ctx, m) })
+	err = s.storeBlob(ctx, st, func(tx *storage.BlobTx) error { return tx.CompleteUpload(ctx, m) })
 	if errors.Is(err, storage.ErrAlreadyUploaded) {
-		// Another request won the race; our copy may be unused.
-		if err := s.releaseBlob(ctx, hash); err != nil {
-			logrus.WithError(err).Warn("mediaapi: release unused blob")
-		}
+		// Another request won the race.
 		err = httputil.NewError(http.StatusConflict, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
 	}
 	if err != nil {

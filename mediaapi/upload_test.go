@@ -344,7 +344,7 @@ func TestPurgeRemoteCache(t *testing.T) {
 		local := e.upload("alice", []byte("local bytes"), "text/plain", "")
 		old := time.Now().Add(-48 * time.Hour).UnixMilli()
 		for i, content := range []string{"remote one", "remote two"} {
-			hash, size, err := e.svc.blobs.Put(ctx, strings.NewReader(content))
+			st, err := e.svc.blobs.Stage(ctx, strings.NewReader(content))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -352,8 +352,9 @@ func TestPurgeRemoteCache(t *testing.T) {
 			if i == 1 {
 				ts = time.Now().UnixMilli()
 			}
-			if err := e.svc.db.InsertMedia(ctx, &storage.Media{ServerName: "remote.example", MediaID: fmt.Sprint("r", i),
-				ContentType: "text/plain", Size: size, SHA256: hash, CreatedTS: ts, UploadedTS: ts}); err != nil {
+			m := &storage.Media{ServerName: "remote.example", MediaID: fmt.Sprint("r", i),
+				ContentType: "text/plain", Size: st.Size(), SHA256: st.Hash(), CreatedTS: ts, UploadedTS: ts}
+			if err := e.svc.storeBlob(ctx, st, func(tx *storage.BlobTx) error { return tx.InsertMedia(ctx, m) }); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -3,9 +3,12 @@
 //
 // The interface is what the media API needs from any storage (a local or
 // shared file system today, an object store later); FS is the file-system
-// implementation. A blob becomes visible only complete: Put writes to a
-// temporary file, syncs it and renames it into place, so a failed or
-// interrupted upload never leaves a half-written blob behind.
+// implementation. A blob becomes visible only complete: Stage writes to a
+// temporary file and syncs it, Commit renames it into place, so a failed
+// or interrupted upload never leaves a half-written blob behind. The
+// split lets the caller commit while it holds its database lock on the
+// hash (see package storage), which keeps a concurrent delete of the same
+// bytes from removing a file that a new row has just started to use.
 package blobstore
 
 import (
@@ -21,20 +24,46 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned by Open and Stat for a hash that is not stored.
+// ErrNotFound is returned by Open for a hash that is not stored.
 var ErrNotFound = errors.New("blob not found")
 
 // Store holds content-addressed blobs. Implementations are safe for
 // concurrent use.
 type Store interface {
-	// Put stores everything r yields and returns its lowercase hex
-	// SHA-256 and length. If reading r fails (a client disconnecting, a
-	// size limit) nothing is stored and r's error is returned.
-	Put(ctx context.Context, r io.Reader) (hash string, size int64, err error)
+	// Stage stores everything r yields out of sight and returns it with
+	// its hash and length. If reading r fails (a client disconnecting, a
+	// size limit) nothing is kept and r's error is returned.
+	Stage(ctx context.Context, r io.Reader) (Staged, error)
 	// Open returns the blob for reading and seeking, or ErrNotFound.
 	Open(hash string) (Blob, error)
 	// Delete removes a blob; deleting a missing blob is not an error.
 	Delete(hash string) error
+}
+
+// Staged is a complete blob not yet visible under its hash.
+type Staged interface {
+	// Hash is the lowercase hex SHA-256 of the content.
+	Hash() string
+	Size() int64
+	// Commit makes the blob readable under its hash, durably. Committing
+	// bytes that are already stored is harmless.
+	Commit() error
+	// Discard drops an uncommitted blob; after Commit it does nothing.
+	Discard()
+}
+
+// Put stages and commits r at once, for callers that need no lock
+// between the two.
+func Put(ctx context.Context, s Store, r io.Reader) (hash string, size int64, err error) {
+	st, err := s.Stage(ctx, r)
+	if err != nil {
+		return "", 0, err
+	}
+	if err := st.Commit(); err != nil {
+		st.Discard()
+		return "", 0, err
+	}
+	return st.Hash(), st.Size(), nil
 }
 
 // Blob is an open stored file.
@@ -90,43 +119,63 @@ func (s *FS) path(hash string) string {
 	return filepath.Join(s.dir, hash[0:2], hash[2:4], hash)
 }
 
-// Put implements Store.
-func (s *FS) Put(ctx context.Context, r io.Reader) (hash string, size int64, err error) {
+// Stage implements Store.
+func (s *FS) Stage(ctx context.Context, r io.Reader) (Staged, error) {
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "upload-*")
 	if err != nil {
-		return "", 0, fmt.Errorf("create temporary file: %w", err)
+		return nil, fmt.Errorf("create temporary file: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	fail := func(err error) (Staged, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, err
+	}
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, r})
+	size, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, r})
 	if err != nil {
-		return "", 0, err
+		return fail(err)
 	}
-	if err = tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("sync %s: %w", tmp.Name(), err)
+	if err := tmp.Sync(); err != nil {
+		return fail(fmt.Errorf("sync %s: %w", tmp.Name(), err))
 	}
-	if err = tmp.Close(); err != nil {
-		return "", 0, fmt.Errorf("close %s: %w", tmp.Name(), err)
+	if err := tmp.Close(); err != nil {
+		return fail(fmt.Errorf("close %s: %w", tmp.Name(), err))
 	}
-	hash = hex.EncodeToString(h.Sum(nil))
-	final := s.path(hash)
-	if err = os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return "", 0, fmt.Errorf("create blob directory: %w", err)
+	return &staged{fs: s, tmp: tmp.Name(), hash: hex.EncodeToString(h.Sum(nil)), size: size}, nil
+}
+
+type staged struct {
+	fs        *FS
+	tmp       string
+	hash      string
+	size      int64
+	committed bool
+}
+
+func (st *staged) Hash() string { return st.hash }
+func (st *staged) Size() int64  { return st.size }
+
+func (st *staged) Commit() error {
+	if st.committed {
+		return nil
+	}
+	final := st.fs.path(st.hash)
+	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+		return fmt.Errorf("create blob directory: %w", err)
 	}
 	// Renaming over an existing blob of the same hash is harmless: the
 	// bytes are identical, and readers holding the old file keep it.
-	if err = os.Rename(tmp.Name(), final); err != nil {
-		return "", 0, fmt.Errorf("move blob into place: %w", err)
+	if err := os.Rename(st.tmp, final); err != nil {
+		return fmt.Errorf("move blob into place: %w", err)
 	}
-	if err = syncDir(filepath.Dir(final)); err != nil {
-		return "", 0, err
+	st.committed = true
+	return syncDir(filepath.Dir(final))
+}
+
+func (st *staged) Discard() {
+	if !st.committed {
+		os.Remove(st.tmp)
 	}
-	return hash, size, nil
 }
 
 // Open implements Store.

@@ -21,7 +21,7 @@ func TestPutOpenDelete(t *testing.T) {
 	data := []byte("hello, media")
 	sum := sha256.Sum256(data)
 	want := hex.EncodeToString(sum[:])
-	hash, size, err := s.Put(context.Background(), bytes.NewReader(data))
+	hash, size, err := Put(context.Background(), s, bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestPutOpenDelete(t *testing.T) {
 		t.Fatalf("Put = %s, %d; want %s, %d", hash, size, want, len(data))
 	}
 	// The same bytes again dedupe to the same blob.
-	if h2, _, err := s.Put(context.Background(), bytes.NewReader(data)); err != nil || h2 != hash {
+	if h2, _, err := Put(context.Background(), s, bytes.NewReader(data)); err != nil || h2 != hash {
 		t.Fatalf("second Put = %s, %v", h2, err)
 	}
 	b, err := s.Open(hash)
@@ -75,14 +75,24 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Put(context.Background(), &failingReader{n: 100_000}); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if _, err := s.Stage(context.Background(), &failingReader{n: 100_000}); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("Put = %v, want the reader's error", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := s.Put(ctx, bytes.NewReader([]byte("x"))); !errors.Is(err, context.Canceled) {
+	if _, err := s.Stage(ctx, bytes.NewReader([]byte("x"))); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Put with cancelled context = %v", err)
 	}
+	// A staged blob that is discarded leaves nothing either, and is not
+	// visible before it is committed.
+	st, err := s.Stage(context.Background(), bytes.NewReader([]byte("staged")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open(st.Hash()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("staged blob visible before Commit: %v", err)
+	}
+	st.Discard()
 	if files := listFiles(t, dir); len(files) != 0 {
 		t.Fatalf("files left after failed uploads: %v", files)
 	}

@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/parley-chat/parley/internal/sqlutil"
 )
@@ -77,6 +78,22 @@ CREATE TABLE mediaapi_settings (
 	value BIGINT NOT NULL
 );
 `},
+	// One row per stored blob. Its row lock orders, across instances,
+	// "add a row naming this blob and put the file in place" against
+	// "delete the last row naming it and remove the file" (see WithBlob
+	// and DeleteMedia).
+	{Version: 2, SQL: `
+CREATE TABLE mediaapi_blobs (
+	sha256 TEXT PRIMARY KEY,
+	created_ts BIGINT NOT NULL
+);
+INSERT INTO mediaapi_blobs (sha256, created_ts)
+	SELECT DISTINCT sha256, 0 FROM mediaapi_media WHERE sha256 <> ''
+	ON CONFLICT (sha256) DO NOTHING;
+INSERT INTO mediaapi_blobs (sha256, created_ts)
+	SELECT DISTINCT sha256, 0 FROM mediaapi_thumbnails WHERE TRUE
+	ON CONFLICT (sha256) DO NOTHING;
+`},
 }
 
 // DB is the media API's storage.
@@ -119,9 +136,20 @@ func (m *Media) Uploaded() bool { return m.UploadedTS != 0 }
 
 const mediaColumns = `server_name, media_id, content_type, filename, size_bytes, sha256, uploader, created_ts, uploaded_ts, expires_ts, quarantined`
 
-// InsertMedia stores a new media row; ErrExists if the ID is taken.
+// querier is what *sql.DB and *sql.Tx share.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// InsertMedia stores a new media row without content (a reservation for
+// an asynchronous upload); ErrExists if the ID is taken. Rows with
+// content are added through WithBlob.
 func (d *DB) InsertMedia(ctx context.Context, m *Media) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO mediaapi_media (`+mediaColumns+`)
+	return insertMedia(ctx, d.db, m)
+}
+
+func insertMedia(ctx context.Context, q querier, m *Media) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO mediaapi_media (`+mediaColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		m.ServerName, m.MediaID, m.ContentType, m.Filename, m.Size, m.SHA256, m.Uploader,
 		m.CreatedTS, m.UploadedTS, m.ExpiresTS, m.Quarantined)
@@ -162,10 +190,21 @@ func (d *DB) CountPending(ctx context.Context, uploader string, now int64) (int,
 	return n, nil
 }
 
+// BlobTx is a transaction that holds the lock on one blob's row; its
+// methods add the rows that name the blob.
+type BlobTx struct {
+	tx *sql.Tx
+}
+
+// InsertMedia stores a new media row; ErrExists if the ID is taken.
+func (t *BlobTx) InsertMedia(ctx context.Context, m *Media) error {
+	return insertMedia(ctx, t.tx, m)
+}
+
 // CompleteUpload fills in the content of a pending mxc URI. It returns
 // ErrAlreadyUploaded if content arrived first by another request.
-func (d *DB) CompleteUpload(ctx context.Context, m *Media) error {
-	res, err := d.db.ExecContext(ctx, `UPDATE mediaapi_media
+func (t *BlobTx) CompleteUpload(ctx context.Context, m *Media) error {
+	res, err := t.tx.ExecContext(ctx, `UPDATE mediaapi_media
 		SET content_type = $3, filename = $4, size_bytes = $5, sha256 = $6, uploaded_ts = $7
 		WHERE server_name = $1 AND media_id = $2 AND uploaded_ts = 0`,
 		m.ServerName, m.MediaID, m.ContentType, m.Filename, m.Size, m.SHA256, m.UploadedTS)
@@ -195,12 +234,13 @@ func (d *DB) SetQuarantined(ctx context.Context, serverName, mediaID string, qua
 	return nil
 }
 
-// DeleteMedia removes a media row and its thumbnails and returns the blob
-// hashes they named (which may now be unused); ErrNotFound if unknown.
-func (d *DB) DeleteMedia(ctx context.Context, serverName, mediaID string) ([]string, error) {
-	var hashes []string
+// DeleteMedia removes a media row and its thumbnails and calls
+// removeFile for each blob that no row names any more, inside the
+// transaction and under the blob row's lock (see WithBlob); ErrNotFound if
+// the media is unknown. Should the commit fail after a file went, the
+// rows come back without their bytes: they were being deleted anyway.
+func (d *DB) DeleteMedia(ctx context.Context, serverName, mediaID string, removeFile func(hash string) error) error {
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		hashes = nil
 		var hash string
 		err := tx.QueryRowContext(ctx, `DELETE FROM mediaapi_media WHERE server_name = $1 AND media_id = $2
 			RETURNING sha256`, serverName, mediaID).Scan(&hash)
@@ -210,42 +250,68 @@ func (d *DB) DeleteMedia(ctx context.Context, serverName, mediaID string) ([]str
 		if err != nil {
 			return err
 		}
+		hashes := map[string]bool{}
 		if hash != "" {
-			hashes = append(hashes, hash)
+			hashes[hash] = true
 		}
 		rows, err := tx.QueryContext(ctx, `DELETE FROM mediaapi_thumbnails WHERE server_name = $1 AND media_id = $2
 			RETURNING sha256`, serverName, mediaID)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		for rows.Next() {
 			if err := rows.Scan(&hash); err != nil {
+				rows.Close()
 				return err
 			}
-			hashes = append(hashes, hash)
+			hashes[hash] = true
 		}
-		return rows.Err()
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// A fixed order, so two deletes sharing blobs cannot deadlock.
+		sorted := make([]string, 0, len(hashes))
+		for h := range hashes {
+			sorted = append(sorted, h)
+		}
+		slices.Sort(sorted)
+		for _, h := range sorted {
+			if err := releaseBlob(ctx, tx, h, removeFile); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
-		return nil, err
+		return err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("delete media %s/%s: %w", serverName, mediaID, err)
+		return fmt.Errorf("delete media %s/%s: %w", serverName, mediaID, err)
 	}
-	return hashes, nil
+	return nil
 }
 
-// BlobInUse says whether any media or thumbnail row names the hash.
-func (d *DB) BlobInUse(ctx context.Context, hash string) (bool, error) {
-	var n int
-	err := d.db.QueryRowContext(ctx, `SELECT
-		(SELECT COUNT(*) FROM mediaapi_media WHERE sha256 = $1) +
-		(SELECT COUNT(*) FROM mediaapi_thumbnails WHERE sha256 = $1)`, hash).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("check blob %s: %w", hash, err)
+// releaseBlob removes a blob no row names. The UPDATE takes the blob
+// row's lock first (waiting for a WithBlob in progress to commit), so the
+// count that follows, a new statement, sees that transaction's rows.
+func releaseBlob(ctx context.Context, tx *sql.Tx, hash string, removeFile func(string) error) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE mediaapi_blobs SET created_ts = created_ts WHERE sha256 = $1`, hash); err != nil {
+		return err
 	}
-	return n > 0, nil
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM mediaapi_media WHERE sha256 = $1) +
+		(SELECT COUNT(*) FROM mediaapi_thumbnails WHERE sha256 = $1)`, hash).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM mediaapi_blobs WHERE sha256 = $1`, hash); err != nil {
+		return err
+	}
+	return removeFile(hash)
 }
 
 // ListRemoteMediaBefore returns up to limit IDs of media from servers other
@@ -307,17 +373,44 @@ func (d *DB) GetThumbnail(ctx context.Context, serverName, mediaID string, width
 }
 
 // InsertThumbnail caches a thumbnail. If another request cached the same
-// one first, that one is kept.
-func (d *DB) InsertThumbnail(ctx context.Context, t *Thumbnail) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO mediaapi_thumbnails
+// one first, that one is kept and ErrExists returned.
+func (t *BlobTx) InsertThumbnail(ctx context.Context, th *Thumbnail) error {
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO mediaapi_thumbnails
 		(server_name, media_id, width, height, method, content_type, size_bytes, sha256, created_ts)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (server_name, media_id, width, height, method) DO NOTHING`,
-		t.ServerName, t.MediaID, t.Width, t.Height, t.Method, t.ContentType, t.Size, t.SHA256, t.CreatedTS)
+		th.ServerName, th.MediaID, th.Width, th.Height, th.Method, th.ContentType, th.Size, th.SHA256, th.CreatedTS)
 	if err != nil {
 		return fmt.Errorf("insert thumbnail: %w", err)
 	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return ErrExists
+	}
 	return nil
+}
+
+// WithBlob records the blob hash as stored and, in the same transaction
+// while holding the lock on the blob's row, runs fn (which adds the rows
+// naming it) and then placeFile (which makes the bytes readable). If
+// either fails nothing is recorded. Because DeleteMedia removes a file
+// only under the same lock, after checking that no row names it, a file
+// placed here is never removed by a delete that raced with it, on this
+// instance or another.
+func (d *DB) WithBlob(ctx context.Context, hash string, now int64, fn func(tx *BlobTx) error, placeFile func() error) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		// ON CONFLICT DO UPDATE locks an existing row (PostgreSQL); SQLite
+		// transactions here lock the whole database at BEGIN.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mediaapi_blobs (sha256, created_ts) VALUES ($1, $2)
+			ON CONFLICT (sha256) DO UPDATE SET created_ts = mediaapi_blobs.created_ts`, hash, now); err != nil {
+			return fmt.Errorf("record blob %s: %w", hash, err)
+		}
+		if err := fn(&BlobTx{tx: tx}); err != nil {
+			return err
+		}
+		return placeFile()
+	})
 }
 
 // CountThumbnails counts the cached thumbnails of one media file.
