@@ -127,6 +127,11 @@ func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) 
 		if err := applyStateDelta(ctx, tx, ev, res.Position, &res); err != nil {
 			return err
 		}
+		if !ev.SoftFailed {
+			if err := indexEvent(ctx, tx, ev, res.Position); err != nil {
+				return err
+			}
+		}
 		if ev.Redacts != "" && !ev.SoftFailed {
 			if err := applyRedaction(ctx, tx, ev); err != nil {
 				return err
@@ -260,7 +265,7 @@ func applyRedaction(ctx context.Context, tx *sql.Tx, ev *NewEvent) error {
 	if err != nil {
 		return fmt.Errorf("store redaction: %w", err)
 	}
-	return nil
+	return unindexEvent(ctx, tx, ev.Redacts)
 }
 
 func currentHistoryVisibility(ctx context.Context, tx *sql.Tx, roomID string) (string, error) {

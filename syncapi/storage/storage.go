@@ -127,6 +127,9 @@ func Open(ctx context.Context, db *sqlutil.DB) (*DB, error) {
 	if err := db.Migrate(ctx, "syncapi", migrations); err != nil {
 		return nil, err
 	}
+	if err := db.Migrate(ctx, "syncapi_relations", relationsMigrations(db.Dialect)); err != nil {
+		return nil, err
+	}
 	return &DB{db: db}, nil
 }
 
