@@ -86,6 +86,9 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, k
 	if err != nil {
 		return nil, fmt.Errorf("roomserver storage: %w", err)
 	}
+	if err := store.OpenClientTables(ctx); err != nil {
+		return nil, fmt.Errorf("roomserver client tables: %w", err)
+	}
 	if err := b.EnsureStream(ctx, api.OutputStream, api.OutputSubject); err != nil {
 		return nil, err
 	}

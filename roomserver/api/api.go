@@ -49,6 +49,9 @@ type RoomserverAPI interface {
 	GetRoomIDForAlias(ctx context.Context, alias string) (string, error)
 	RemoveRoomAlias(ctx context.Context, alias, requesterUserID string) error
 	GetAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
+
+	// Directory, summaries, reports and forgotten rooms (clientrooms.go).
+	ClientRoomsAPI
 }
 
 // FederationRoomserverAPI is what the federation component needs on top
