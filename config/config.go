@@ -32,6 +32,7 @@ type Config struct {
 	WellKnown    WellKnown    `yaml:"well_known" doc:"Answers for /.well-known/matrix/client and /.well-known/matrix/server; empty keys are left out."`
 	Media        Media        `yaml:"media" doc:"The media repository: uploads, downloads, thumbnails and URL previews."`
 	Logging      Logging      `yaml:"logging" doc:"Logs."`
+	Presence     Presence     `yaml:"presence" doc:"Online/offline status shared with people in the same rooms."`
 }
 
 // Listen says where the server accepts connections.
@@ -119,6 +120,11 @@ type Media struct {
 	URLPreviewAllowPrivate      []string `yaml:"url_preview_allow_private" doc:"CIDRs (e.g. '10.1.2.0/24') that URL previews may fetch even though they are internal addresses. For tests and trusted intranets only."`
 }
 
+// Presence controls presence (client-server spec §"Presence").
+type Presence struct {
+	Enabled bool `yaml:"enabled" doc:"Track and share presence. When off, presence updates are accepted and ignored, and everyone appears offline."`
+}
+
 // Logging controls log output.
 type Logging struct {
 	Level  string `yaml:"level" doc:"One of debug, info, warn, error."`
@@ -143,6 +149,7 @@ func Default() *Config {
 		Rooms:        Rooms{DefaultVersion: "10"},
 		Federation:   Federation{Enabled: true, NotaryServers: []string{}},
 		Logging:      Logging{Level: "info", Format: "text"},
+		Presence:     Presence{Enabled: true},
 		Media: Media{
 			MaxUploadBytes:             50 << 20,
 			StoreDir:                   "media",
