@@ -96,6 +96,7 @@ func runCommand(args []string) error {
 type app struct {
 	dbs     map[string]*sqlutil.DB
 	bus     *bus.Bus
+	users   *userapi.Service
 	rooms   *roomserver.Service
 	sync    *syncapi.Service
 	fed     *federation.Service
@@ -128,6 +129,10 @@ func startApp(ctx context.Context, cfg *config.Config, dataDir string, keys *sig
 	users, err := userapi.Open(ctx, userDB, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start userapi: %w", err)
+	}
+	a.users = users
+	if err := users.StartDeviceListPublisher(ctx, a.bus); err != nil {
+		return nil, fmt.Errorf("start userapi device-list publisher: %w", err)
 	}
 	roomDB, err := a.db(cfg, dataDir, "roomserver")
 	if err != nil {
@@ -207,6 +212,9 @@ func (a *app) close() {
 	}
 	if a.rooms != nil {
 		a.rooms.Close()
+	}
+	if a.users != nil {
+		a.users.Close()
 	}
 	if a.bus != nil {
 		a.bus.Close()
