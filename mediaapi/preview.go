@@ -334,8 +334,7 @@ func (s *Service) storePreviewImage(ctx context.Context, og map[string]any, data
 	}
 	og["og:image"] = mxcURI(m.ServerName, m.MediaID)
 	og["og:image:type"] = m.ContentType
-	og["og:image:width"] = info.width
-	og["og:image:height"] = info.height
+	og["og:image:width"], og["og:image:height"] = info.displaySize()
 	og["matrix:image:size"] = m.Size
 	return nil
 }

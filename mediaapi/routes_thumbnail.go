@@ -165,7 +165,8 @@ func (s *Service) thumbnailFor(ctx context.Context, m *storage.Media, req thumbn
 		return nil, httputil.TooLarge("The image is too large to thumbnail")
 	}
 	modified := time.UnixMilli(m.UploadedTS)
-	small := info.width <= req.width && info.height <= req.height
+	w, h := info.displaySize()
+	small := w <= req.width && h <= req.height
 	// Spec: the original goes out when it is no larger than asked, and an
 	// animated original when animation was asked for; an animated image
 	// must never go out when it was not asked for.

@@ -28,9 +28,20 @@ var errNotImage = errors.New("content cannot be thumbnailed")
 // imageInfo is what the header of an image says, read without decoding
 // its pixels.
 type imageInfo struct {
-	format        string // "jpeg", "png", "gif" or "webp"
+	format string // "jpeg", "png", "gif" or "webp"
+	// width and height are as stored, before orientation.
 	width, height int
 	animated      bool
+	// orientation is the EXIF orientation of a JPEG (1: as stored).
+	orientation int
+}
+
+// displaySize is the size the image is shown at, after orientation.
+func (i imageInfo) displaySize() (int, int) {
+	if swapsAxes(i.orientation) {
+		return i.height, i.width
+	}
+	return i.width, i.height
 }
 
 // contentType is the MIME type of the image's real format, whatever the
@@ -45,9 +56,14 @@ func probeImage(r io.ReadSeeker) (imageInfo, error) {
 	if err != nil {
 		return imageInfo{}, errNotImage
 	}
-	info := imageInfo{format: format, width: cfg.Width, height: cfg.Height}
+	info := imageInfo{format: format, width: cfg.Width, height: cfg.Height, orientation: 1}
 	switch format {
-	case "jpeg", "png":
+	case "png":
+	case "jpeg":
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return imageInfo{}, err
+		}
+		info.orientation = jpegOrientation(r)
 	case "gif":
 		if _, err := r.Seek(0, io.SeekStart); err != nil {
 			return imageInfo{}, err
@@ -167,8 +183,9 @@ func thumbnailSize(srcW, srcH, width, height int, method string) (scaledW, scale
 }
 
 // makeThumbnail decodes the image (first frame of an animation), resizes
-// it and encodes JPEG for JPEG sources and PNG for everything else, which
-// keeps transparency. The caller has checked the pixel count.
+// it, turns it upright and encodes JPEG for JPEG sources and PNG for
+// everything else, which keeps transparency. width and height are in the
+// upright image's terms. The caller has checked the pixel count.
 func makeThumbnail(r io.Reader, info imageInfo, width, height int, method string) (data []byte, contentType string, err error) {
 	defer func() {
 		// The decoders are fuzzed upstream, but a panic on one hostile
@@ -182,6 +199,11 @@ func makeThumbnail(r io.Reader, info imageInfo, width, height int, method string
 		return nil, "", errNotImage
 	}
 	b := src.Bounds()
+	// Resize as stored, turning the request with the image, and turn
+	// only the small result upright.
+	if swapsAxes(info.orientation) {
+		width, height = height, width
+	}
 	scaledW, scaledH, outW, outH := thumbnailSize(b.Dx(), b.Dy(), width, height, method)
 	// Scale the whole image into a canvas of the scaled size, offset so
 	// the crop (if any) is centred; the canvas is only the output size.
@@ -197,6 +219,8 @@ func makeThumbnail(r io.Reader, info imageInfo, width, height int, method string
 		src, b = mid, mid.Bounds()
 	}
 	xdraw.BiLinear.Scale(dst, image.Rect(-offX, -offY, scaledW-offX, scaledH-offY), src, b, draw.Src, nil)
+
+	dst = orient(dst, info.orientation)
 
 	var buf bytes.Buffer
 	if info.format == "jpeg" {

@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"image"
+	"image/color"
+	"image/jpeg"
 	"testing"
 
 	"github.com/parley-chat/parley/internal/testdb"
@@ -257,4 +260,112 @@ func FuzzProbeImage(f *testing.F) {
 		}
 		_, _, _ = makeThumbnail(bytes.NewReader(data), info, 8, 8, "crop")
 	})
+}
+
+// jpegWithOrientation encodes a w x h JPEG, left half red and right half
+// blue as stored, with an EXIF Orientation tag.
+func jpegWithOrientation(t *testing.T, w, h, orientation int, bigEndian bool) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := color.RGBA{220, 20, 20, 255}
+			if x >= w/2 {
+				c = color.RGBA{20, 20, 220, 255}
+			}
+			img.SetRGBA(x, y, c)
+		}
+	}
+	var enc bytes.Buffer
+	if err := jpeg.Encode(&enc, img, &jpeg.Options{Quality: 95}); err != nil {
+		t.Fatal(err)
+	}
+	var order binary.AppendByteOrder = binary.LittleEndian
+	tiff := []byte("II*\x00")
+	if bigEndian {
+		order = binary.BigEndian
+		tiff = []byte("MM\x00*")
+	}
+	tiff = order.AppendUint32(tiff, 8)
+	tiff = order.AppendUint16(tiff, 2) // two entries: something else, then Orientation
+	tiff = order.AppendUint16(tiff, 0x010f)
+	tiff = order.AppendUint16(tiff, 2)
+	tiff = order.AppendUint32(tiff, 4)
+	tiff = append(tiff, 'A', 'B', 'C', 0)
+	tiff = order.AppendUint16(tiff, 0x0112)
+	tiff = order.AppendUint16(tiff, 3)
+	tiff = order.AppendUint32(tiff, 1)
+	tiff = order.AppendUint16(tiff, uint16(orientation))
+	tiff = append(tiff, 0, 0)
+	tiff = order.AppendUint32(tiff, 0)
+	app1 := append([]byte("Exif\x00\x00"), tiff...)
+	out := []byte{0xff, 0xd8, 0xff, 0xe1}
+	out = binary.BigEndian.AppendUint16(out, uint16(len(app1)+2))
+	out = append(out, app1...)
+	return append(out, enc.Bytes()[2:]...)
+}
+
+func TestThumbnailEXIFOrientation(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), nil)
+	isRed := func(c color.Color) bool { r, _, b, _ := c.RGBA(); return r > 2*b }
+	isBlue := func(c color.Color) bool { r, _, b, _ := c.RGBA(); return b > 2*r }
+	for _, c := range []struct {
+		orientation int
+		bigEndian   bool
+		w, h        int
+		// whether the stored left (red) half ends up at the top-left
+		topLeftRed bool
+	}{
+		{1, false, 100, 50, true},
+		{6, false, 50, 100, true}, // a quarter turn clockwise: the left half goes on top
+		{6, true, 50, 100, true},
+		{8, false, 50, 100, false}, // anticlockwise: the left half goes to the bottom
+		{3, false, 100, 50, false}, // upside down: red on the right
+	} {
+		id := e.upload("alice", jpegWithOrientation(t, 400, 200, c.orientation, c.bigEndian), "image/jpeg", "")
+		r := e.do("GET", thumbPath(id, 100, 100, "scale"), "alice", nil, nil)
+		if r.status != 200 {
+			t.Fatalf("orientation %d: %d %s", c.orientation, r.status, r.body)
+		}
+		img, _, err := image.Decode(bytes.NewReader(r.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := img.Bounds()
+		if b.Dx() != c.w || b.Dy() != c.h {
+			t.Errorf("orientation %d: %dx%d, want %dx%d", c.orientation, b.Dx(), b.Dy(), c.w, c.h)
+			continue
+		}
+		probe := img.At(b.Dx()/4, b.Dy()/4)
+		if c.topLeftRed && !isRed(probe) || !c.topLeftRed && !isBlue(probe) {
+			t.Errorf("orientation %d: top-left is %v, want red=%v", c.orientation, probe, c.topLeftRed)
+		}
+	}
+	if got := jpegOrientation(bytes.NewReader(jpegImage(10, 10))); got != 1 {
+		t.Errorf("JPEG without EXIF has orientation %d", got)
+	}
+	for _, bad := range [][]byte{nil, []byte("\xff\xd8"), []byte("\xff\xd8\xff\xe1\x00\x01"), []byte("\xff\xd8\xff\xe1\xff\xffExif\x00\x00II")} {
+		if got := jpegOrientation(bytes.NewReader(bad)); got != 1 {
+			t.Errorf("jpegOrientation(%q) = %d", bad, got)
+		}
+	}
+}
+
+func TestOrient(t *testing.T) {
+	// A 3x2 image with distinct pixels; each orientation must map the
+	// stored top-left pixel to where EXIF says it is shown.
+	src := image.NewRGBA(image.Rect(0, 0, 3, 2))
+	for i := range src.Pix {
+		src.Pix[i] = uint8(i)
+	}
+	at := func(img *image.RGBA, x, y int) uint8 { return img.Pix[img.PixOffset(x, y)] }
+	topLeft := at(src, 0, 0)
+	for o, want := range map[int][2]int{ // where the stored top-left lands
+		1: {0, 0}, 2: {2, 0}, 3: {2, 1}, 4: {0, 1}, 5: {0, 0}, 6: {1, 0}, 7: {1, 2}, 8: {0, 2},
+	} {
+		dst := orient(src, o)
+		if got := at(dst, want[0], want[1]); got != topLeft {
+			t.Errorf("orientation %d: stored top-left not at %v", o, want)
+		}
+	}
 }
