@@ -79,7 +79,8 @@ func (s *Service) lookupMedia(ctx context.Context, serverName, mediaID string, w
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			// The client gave up waiting; nobody reads this answer.
+			return nil, notYetUploaded()
 		case <-time.After(min(pollInterval, time.Until(deadline))):
 		}
 	}
