@@ -25,6 +25,8 @@ type eventFormatter struct {
 	userID, deviceID string
 	federation       bool
 	now              time.Time
+	// relations holds unsigned."m.relations" per event ID (relations.go).
+	relations map[string]json.RawMessage
 }
 
 func (f eventFormatter) format(ev *storage.Event) json.RawMessage {
@@ -76,6 +78,9 @@ func (f eventFormatter) format(ev *storage.Event) json.RawMessage {
 	// sent the event learns its transaction ID.
 	if ev.TxnID != "" && ev.Sender == f.userID && ev.TxnDeviceID == f.deviceID {
 		unsigned["transaction_id"] = ev.TxnID
+	}
+	if rel, ok := f.relations[ev.EventID]; ok {
+		unsigned["m.relations"] = rel
 	}
 	if len(unsigned) > 0 {
 		ce.Unsigned, _ = json.Marshal(unsigned)

@@ -28,6 +28,11 @@ func (s *Service) Register(r chi.Router) {
 		r.Get("/_matrix/client/v3/rooms/{roomId}/messages", s.handleMessages)
 		r.Get("/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", s.handleTimestampToEvent)
 
+		// Spec: client-server §"Relationships" (child events of an event).
+		r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}", s.handleRelations)
+		r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", s.handleRelations)
+		r.Get("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.handleRelations)
+
 		// Spec: client-server §"Typing Notifications".
 		r.Put("/_matrix/client/v3/rooms/{roomId}/typing/{userId}", s.handleTyping)
 
@@ -36,6 +41,9 @@ func (s *Service) Register(r chi.Router) {
 
 		// Spec: client-server §"Fully read markers".
 		r.Post("/_matrix/client/v3/rooms/{roomId}/read_markers", s.handleReadMarkers)
+
+		// Spec: client-server §"Server Side Search".
+		r.Post("/_matrix/client/v3/search", s.handleSearch)
 
 		// Spec: client-server §"Send-to-Device messaging".
 		r.Put("/_matrix/client/v3/sendToDevice/{eventType}/{txnId}", s.handleSendToDevice)
@@ -57,6 +65,9 @@ func (s *Service) Register(r chi.Router) {
 		r.Put("/_matrix/client/v3/user/{userId}/account_data/{type}", s.handlePutAccountData)
 		r.Get("/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}", s.handleGetAccountData)
 		r.Put("/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}", s.handlePutAccountData)
+
+		// Spec: client-server §"Threading".
+		r.Get("/_matrix/client/v1/rooms/{roomId}/threads", s.handleThreads)
 	})
 }
 

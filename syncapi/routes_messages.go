@@ -169,6 +169,9 @@ func (s *Service) messages(r *http.Request) (*messagesResponse, error) {
 		return nil, err
 	}
 	fm := eventFormatter{userID: caller.UserID, deviceID: caller.DeviceID, now: time.Now()}
+	if fm, err = s.withRelations(ctx, fm, map[string]roomVisibility{roomID: vis}, evs); err != nil {
+		return nil, err
+	}
 	resp.Chunk = fm.formatAll(evs)
 	if f != nil && f.LazyLoadMembers && len(evs) > 0 {
 		members, err := s.membersOf(ctx, roomID, evs)
@@ -251,6 +254,9 @@ func (s *Service) eventContext(r *http.Request) (*contextResponse, error) {
 		return nil, err
 	}
 	fm := eventFormatter{userID: caller.UserID, deviceID: caller.DeviceID, now: time.Now()}
+	if fm, err = s.withRelations(ctx, fm, map[string]roomVisibility{roomID: vis}, slices.Concat([]storage.Event{*ev}, before, after)); err != nil {
+		return nil, err
+	}
 	resp := &contextResponse{
 		Start:        paginationToken(ev.Position - 1),
 		End:          paginationToken(ev.Position),

@@ -315,7 +315,9 @@ func (s *Service) joinedRoom(ctx context.Context, rc *roomContext, m storage.Roo
 		if err != nil {
 			return nil, err
 		}
-		jr.Timeline = s.timelineJSON(rc, tl, limited)
+		if jr.Timeline, err = s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited); err != nil {
+			return nil, err
+		}
 		changedAfter := rc.since.Events
 		if fresh || rc.req.fullState {
 			changedAfter = 0
@@ -378,21 +380,30 @@ func (s *Service) leftRoom(ctx context.Context, rc *roomContext, m storage.RoomM
 	if accountData == nil {
 		accountData = []json.RawMessage{}
 	}
+	tlJSON, err := s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited)
+	if err != nil {
+		return nil, err
+	}
 	return &leftRoom{
 		AccountData: eventList{Events: accountData},
 		State:       eventList{Events: rc.fm.formatAll(state)},
-		Timeline:    s.timelineJSON(rc, tl, limited),
+		Timeline:    tlJSON,
 	}, nil
 }
 
-func (s *Service) timelineJSON(rc *roomContext, tl []storage.Event, limited bool) timeline {
-	t := timeline{Events: rc.fm.formatAll(tl), Limited: limited}
+// timelineJSON formats a timeline with its events' bundled aggregations.
+func (s *Service) timelineJSON(ctx context.Context, rc *roomContext, roomID string, vis roomVisibility, tl []storage.Event, limited bool) (timeline, error) {
+	fm, err := s.withRelations(ctx, rc.fm, map[string]roomVisibility{roomID: vis}, tl)
+	if err != nil {
+		return timeline{}, err
+	}
+	t := timeline{Events: fm.formatAll(tl), Limited: limited}
 	if len(tl) > 0 {
 		t.PrevBatch = paginationToken(tl[0].Position - 1)
 	} else {
 		t.PrevBatch = paginationToken(rc.cur.Events)
 	}
-	return t
+	return t, nil
 }
 
 // timeline returns the newest limit events in (after, before] that the user
