@@ -113,9 +113,10 @@ func newWebFetcher(allowCIDRs []string) (*webFetcher, error) {
 		MaxIdleConns:           16,
 		IdleConnTimeout:        30 * time.Second,
 	}
+	// No overall timeout here: callers bound each fetch by its context
+	// (a page for a preview gets seconds, a remote file minutes).
 	p.client = &http.Client{
 		Transport: transport,
-		Timeout:   previewFetchTimeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= maxPreviewRedirects {
 				return errors.New("too many redirects")
@@ -186,8 +187,11 @@ func (p *webFetcher) get(ctx context.Context, u *url.URL, accept string) (*http.
 	return resp, nil
 }
 
-// fetch gets a URL and reads up to limit bytes of it.
+// fetch gets a URL and reads up to limit bytes of it, within
+// previewFetchTimeout.
 func (p *webFetcher) fetch(ctx context.Context, u *url.URL, limit int64, accept string) (*fetched, error) {
+	ctx, cancel := context.WithTimeout(ctx, previewFetchTimeout)
+	defer cancel()
 	resp, err := p.get(ctx, u, accept)
 	if err != nil {
 		return nil, err
