@@ -31,24 +31,30 @@ func (s *Server) Register(r chi.Router) {
 	// Synapse's shared-secret admin registration, for admin tools and Complement.
 	r.Get("/_synapse/admin/v1/register", s.handleSharedSecretNonce)
 	r.Post("/_synapse/admin/v1/register", s.handleSharedSecretRegister)
+	r.With(auth).Get("/_synapse/admin/v1/event_reports", s.handleListEventReports)
 
 	// Spec: client-server §7 "Capabilities".
 	r.With(auth).Get("/_matrix/client/v3/capabilities", s.handleCapabilities)
 
 	// Spec: client-server §9 "Rooms" (creation, aliases, membership, events, state).
 	r.Get("/_matrix/client/v3/directory/room/{roomAlias}", s.handleGetAlias)
+	r.Get("/_matrix/client/v3/directory/list/room/{roomId}", s.handleGetRoomVisibility)
+	r.Get("/_matrix/client/v3/publicRooms", s.handleGetPublicRooms)
 	r.Group(func(r chi.Router) {
 		r.Use(auth)
 		r.Post("/_matrix/client/v3/createRoom", s.handleCreateRoom)
 		r.Put("/_matrix/client/v3/directory/room/{roomAlias}", s.handleSetAlias)
 		r.Delete("/_matrix/client/v3/directory/room/{roomAlias}", s.handleDeleteAlias)
 		r.Get("/_matrix/client/v3/rooms/{roomId}/aliases", s.handleGetRoomAliases)
+		r.Put("/_matrix/client/v3/directory/list/room/{roomId}", s.handleSetRoomVisibility)
+		r.Post("/_matrix/client/v3/publicRooms", s.handlePostPublicRooms)
 		r.Get("/_matrix/client/v3/joined_rooms", s.handleJoinedRooms)
 		r.Post("/_matrix/client/v3/rooms/{roomId}/invite", s.handleInvite)
 		r.Post("/_matrix/client/v3/join/{roomIdOrAlias}", s.handleJoinRoomByIDOrAlias)
 		r.Post("/_matrix/client/v3/rooms/{roomId}/join", s.handleJoinRoom)
 		r.Post("/_matrix/client/v3/knock/{roomIdOrAlias}", s.handleKnock)
 		r.Post("/_matrix/client/v3/rooms/{roomId}/leave", s.handleLeave)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/forget", s.handleForgetRoom)
 		r.Post("/_matrix/client/v3/rooms/{roomId}/kick", s.handleKick)
 		r.Post("/_matrix/client/v3/rooms/{roomId}/ban", s.handleBan)
 		r.Post("/_matrix/client/v3/rooms/{roomId}/unban", s.handleUnban)
@@ -82,6 +88,9 @@ func (s *Server) Register(r chi.Router) {
 		r.Delete("/_matrix/client/v3/devices/{deviceId}", s.handleDeleteDevice)
 		r.Post("/_matrix/client/v3/delete_devices", s.handleDeleteDevices)
 		r.Post("/_matrix/client/v3/user/{userId}/openid/request_token", s.handleRequestOpenIDToken)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/upgrade", s.handleUpgradeRoom)
+		r.Post("/_matrix/client/v3/rooms/{roomId}/report/{eventId}", s.handleReportEvent)
+		r.Get("/_matrix/client/v1/rooms/{roomId}/hierarchy", s.handleGetHierarchy)
 	})
 
 	// Spec: client-server §"End-to-End Encryption" (keys, cross-signing,

@@ -85,6 +85,13 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, createRoomError(err))
 		return
 	}
+	// Spec: visibility "public" also publishes the room in the directory.
+	if req.Visibility == directoryPublic {
+		if err := s.rooms.SetRoomPublished(ctx, roomID, true); err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+	}
 	resp := createRoomResponse{RoomID: roomID}
 	if plan.alias != "" {
 		// The alias was free a moment ago; if another request took it in
