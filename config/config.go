@@ -25,7 +25,7 @@ type Config struct {
 	NATS         NATS         `yaml:"nats" doc:"The message bus between components."`
 	Registration Registration `yaml:"registration" doc:"Who may create an account."`
 	Accounts     Accounts     `yaml:"accounts" doc:"Account security."`
-	RateLimits   RateLimits   `yaml:"rate_limits" doc:"Limits on login and registration attempts."`
+	RateLimits   RateLimits   `yaml:"rate_limits" doc:"Limits on login and registration attempts. When enabled, URL previews (1/s, bursts of 30) and mxc URI creation (5/s, bursts of 100) are also limited per user."`
 	Client       Client       `yaml:"client" doc:"Client-server API behaviour."`
 	Rooms        Rooms        `yaml:"rooms" doc:"Room defaults."`
 	Federation   Federation   `yaml:"federation" doc:"Server-server API behaviour."`

@@ -43,6 +43,10 @@ const (
 	maxPendingUploads = 50
 	// maxWaitForUpload caps timeout_ms on downloads of pending media.
 	maxWaitForUpload = 60 * time.Second
+	// Per-user rates of URL previews that need a fetch, and of
+	// POST /_matrix/media/v1/create, with their bursts.
+	previewsPerSecond, previewBurst = 1, 30
+	createsPerSecond, createBurst   = 5, 100
 	// janitorInterval is how often expired reservations and stale
 	// previews are removed.
 	janitorInterval = time.Hour
@@ -63,6 +67,13 @@ type Service struct {
 	// frozenTS is when unauthenticated media was frozen (0: not frozen);
 	// the legacy endpoints serve only media uploaded before it.
 	frozenTS int64
+
+	// previewLimit and createLimit bound, per user, the two requests that
+	// cost the server more than the client: fetching pages on the user's
+	// behalf and reserving mxc URIs (which the spec asks to rate-limit).
+	// nil, no limit, when rate_limits.enabled is off.
+	previewLimit *httputil.RateLimiter
+	createLimit  *httputil.RateLimiter
 
 	// thumbSlots bounds concurrent thumbnail decodes (CPU and memory).
 	thumbSlots chan struct{}
@@ -98,6 +109,10 @@ func Open(ctx context.Context, db *sqlutil.DB, cfg *config.Config, dataDir strin
 		thumbSlots: make(chan struct{}, runtime.NumCPU()),
 		now:        time.Now,
 		stop:       make(chan struct{}),
+	}
+	if cfg.RateLimits.Enabled {
+		s.previewLimit = httputil.NewRateLimiter(previewsPerSecond, previewBurst)
+		s.createLimit = httputil.NewRateLimiter(createsPerSecond, createBurst)
 	}
 	if cfg.Media.LegacyUnauthenticatedFrozen {
 		if s.frozenTS, err = store.FreezeTime(ctx, s.now().UnixMilli()); err != nil {

@@ -254,6 +254,11 @@ func (s *Service) handlePreviewURL(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	// Only previews that need a fetch count against the user's rate.
+	if err := s.previewLimit.Allow(httputil.CallerFrom(ctx).UserID); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
 	v, err, _ := s.flights.Do("preview|"+key, func() (any, error) {
 		fetchCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*previewFetchTimeout)
 		defer cancel()

@@ -204,3 +204,41 @@ func TestParseOpenGraphBounds(t *testing.T) {
 		t.Errorf("value of %d bytes kept", len(v))
 	}
 }
+
+func TestMediaRateLimits(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), func(c *config.Config) { c.RateLimits.Enabled = true })
+	// Blocked addresses are refused after the rate check, with no traffic.
+	for i := 0; i < previewBurst; i++ {
+		expectError(t, "preview within the burst", e.do("GET", previewPath(fmt.Sprintf("http://10.0.0.1/?n=%d", i)), "alice", nil, nil), 403, "M_FORBIDDEN")
+	}
+	r := e.do("GET", previewPath("http://10.0.0.1/?n=last"), "alice", nil, nil)
+	if r.status != 429 || r.errcode() != "M_LIMIT_EXCEEDED" || r.json()["retry_after_ms"] == nil {
+		t.Errorf("preview over the burst: %d %s", r.status, r.body)
+	}
+	// Another user has their own allowance.
+	expectError(t, "other user", e.do("GET", previewPath("http://10.0.0.1/?n=bob"), "bob", nil, nil), 403, "M_FORBIDDEN")
+
+	// Creating mxc URIs is rate limited too. Each URI is filled at once,
+	// so the pending-upload limit does not get in first.
+	for i := 0; ; i++ {
+		r := e.do("POST", "/_matrix/media/v1/create", "admin", nil, nil)
+		if r.status == 429 {
+			if r.json()["retry_after_ms"] == nil || i < createBurst {
+				t.Errorf("create %d: %s", i, r.body)
+			}
+			break
+		}
+		if i > 2*createBurst { // the bucket refills while the loop runs
+			t.Fatal("create was never rate limited")
+		}
+		_, id, _ := ParseMXC(r.json()["content_uri"].(string))
+		if r := e.do("PUT", "/_matrix/media/v3/upload/"+testServer+"/"+id, "admin", []byte("x"), nil); r.status != 200 {
+			t.Fatalf("PUT %d: %d %s", i, r.status, r.body)
+		}
+	}
+
+	off := newEnv(t, testdb.URL(t, "sqlite"), func(c *config.Config) { c.RateLimits.Enabled = false })
+	for i := 0; i <= previewBurst; i++ {
+		expectError(t, "previews without limits", off.do("GET", previewPath(fmt.Sprintf("http://10.0.0.1/?n=%d", i)), "alice", nil, nil), 403, "M_FORBIDDEN")
+	}
+}

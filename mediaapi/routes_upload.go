@@ -107,6 +107,10 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	user := httputil.CallerFrom(ctx).UserID
+	if err := s.createLimit.Allow(user); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
 	now := s.now()
 	n, err := s.db.CountPending(ctx, user, now.UnixMilli())
 	if err != nil {
