@@ -69,7 +69,8 @@ func (s *Service) stageBody(w http.ResponseWriter, r *http.Request) (blobstore.S
 	switch {
 	case errors.As(err, &tooBig):
 		return nil, s.tooLarge()
-	case errors.As(err, &bodyErr):
+	case errors.As(err, &bodyErr), errors.Is(err, context.Canceled):
+		// The client went away or sent a broken body.
 		return nil, httputil.NewError(http.StatusBadRequest, "M_UNKNOWN", "The upload did not arrive completely")
 	case err != nil:
 		return nil, fmt.Errorf("store upload: %w", err)
