@@ -503,6 +503,34 @@ func testHierarchy(t *testing.T, srv *testserver.Server, alice, bob *mautrix.Cli
 		_, err = hierarchy(t, bob, space, q)
 		wantMatrixError(t, q, err, http.StatusBadRequest, "M_INVALID_PARAM")
 	}
+
+	// A room restricted to the space's members shows to them only.
+	restricted := mustOK[*mautrix.RespCreateRoom](t, "create restricted")(alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Name: "Members", Preset: "private_chat", RoomVersion: "10",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": sub}},
+		}}}},
+	})).RoomID
+	addChild(sub, restricted, nil)
+	if got, _ := hierarchy(t, bob, sub, ""); slices.Contains(got.ids(), restricted) {
+		t.Fatalf("restricted room shown to a non-member of the space: %v", got.ids())
+	}
+	mustOK[*mautrix.RespJoinRoom](t, "bob joins sub")(bob.JoinRoomByID(ctx, sub))
+	if got, _ := hierarchy(t, bob, sub, ""); !slices.Contains(got.ids(), restricted) {
+		t.Fatalf("restricted room hidden from a member of the space: %v", got.ids())
+	}
+
+	// Upgrading a space carries its children over.
+	newSub, err := upgrade(t, alice, sub, map[string]string{"new_version": "11"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgraded, err := hierarchy(t, alice, newSub, "max_depth=1")
+	got := upgraded.ids()
+	if err != nil || len(got) != 4 || got[0] != newSub || !slices.Contains(got, r3) || !slices.Contains(got, space) ||
+		!slices.Contains(got, restricted) || upgraded.Rooms[0].RoomType != "m.space" {
+		t.Fatalf("upgraded space's hierarchy = %v, %v", upgraded.ids(), err)
+	}
 }
 
 func report(t *testing.T, cli *mautrix.Client, roomID id.RoomID, eventID id.EventID, body any) error {
