@@ -34,6 +34,8 @@ type RoomEventFilter struct {
 	LazyLoadMembers         bool      `json:"lazy_load_members,omitempty"`
 	NotRooms                []string  `json:"not_rooms,omitempty"`
 	Rooms                   *[]string `json:"rooms,omitempty"`
+	// UnreadThreadNotifications asks /sync for per-thread counts.
+	UnreadThreadNotifications bool `json:"unread_thread_notifications,omitempty"`
 }
 
 // RoomFilter is the "room" part of a filter.

@@ -68,6 +68,28 @@ func (s *Service) Register(r chi.Router) {
 
 		// Spec: client-server §"Threading".
 		r.Get("/_matrix/client/v1/rooms/{roomId}/threads", s.handleThreads)
+
+		// Spec: client-server §"User Directory".
+		r.Post("/_matrix/client/v3/user_directory/search", s.handleUserDirectorySearch)
+
+		// Spec: client-server §"Presence".
+		r.Get("/_matrix/client/v3/presence/{userId}/status", s.handleGetPresence)
+		r.Put("/_matrix/client/v3/presence/{userId}/status", s.handlePutPresence)
+
+		// Spec: client-server §"Push Notifications": pushers, listing
+		// notifications, push rules.
+		r.Get("/_matrix/client/v3/pushers", s.handleGetPushers)
+		r.Post("/_matrix/client/v3/pushers/set", s.handleSetPusher)
+		r.Get("/_matrix/client/v3/notifications", s.handleNotifications)
+		r.Get("/_matrix/client/v3/pushrules/", s.handleGetPushRules)
+		r.Get("/_matrix/client/v3/pushrules/global/", s.handleGetPushRules)
+		r.Get("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}", s.handleGetPushRule)
+		r.Put("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}", s.handlePutPushRule)
+		r.Delete("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}", s.handleDeletePushRule)
+		r.Get("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/enabled", s.handleGetPushRuleEnabled)
+		r.Put("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/enabled", s.handlePutPushRuleEnabled)
+		r.Get("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions", s.handleGetPushRuleActions)
+		r.Put("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions", s.handlePutPushRuleActions)
 	})
 }
 

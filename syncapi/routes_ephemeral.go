@@ -175,6 +175,9 @@ func (s *Service) putReceipt(ctx context.Context, rc storage.Receipt) error {
 	if _, err := s.db.PutReceipt(ctx, rc); err != nil {
 		return err
 	}
+	if err := s.recountAfterReceipt(ctx, rc); err != nil {
+		return err
+	}
 	if rc.Type == "m.read.private" {
 		s.notifier.WakeUsers(rc.UserID)
 	} else {

@@ -25,6 +25,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	defer s.presence.syncing(caller.UserID, r.URL.Query().Get("set_presence"))()
 	resp, err := s.sync(r.Context(), req, timeout)
 	if err != nil {
 		if r.Context().Err() != nil {

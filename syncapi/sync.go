@@ -46,6 +46,8 @@ type joinedRoom struct {
 	Summary             *roomSummary  `json:"summary,omitempty"`
 	Timeline            timeline      `json:"timeline"`
 	UnreadNotifications notifications `json:"unread_notifications"`
+	// UnreadThreadNotifications is set by addUnreadCounts (push.go).
+	UnreadThreadNotifications map[string]notifications `json:"unread_thread_notifications,omitempty"`
 }
 
 type roomSummary struct {
@@ -134,7 +136,11 @@ func (s *Service) currentToken(ctx context.Context) (StreamToken, error) {
 	if err != nil {
 		return StreamToken{}, err
 	}
-	return StreamToken{Events: p.Events, AccountData: p.AccountData, Receipts: p.Receipts, Typing: s.typing.Position(), ToDevice: p.ToDevice, DeviceLists: dl}, nil
+	pp, err := s.db.PresencePosition(ctx)
+	if err != nil {
+		return StreamToken{}, err
+	}
+	return StreamToken{Events: p.Events, AccountData: p.AccountData, Receipts: p.Receipts, Typing: s.typing.Position(), ToDevice: p.ToDevice, DeviceLists: dl, Presence: pp}, nil
 }
 
 // buildSync computes the response for req as of the positions in cur.
@@ -256,6 +262,9 @@ func (s *Service) buildSync(ctx context.Context, req *syncRequest, cur StreamTok
 		}
 	}
 	if err := s.addEncryptionData(ctx, req, memberships, since, cur, resp); err != nil {
+		return nil, err
+	}
+	if err := s.addPushData(ctx, req, memberships, since, &next, resp); err != nil {
 		return nil, err
 	}
 	resp.NextBatch = next.String()

@@ -36,6 +36,10 @@ type Service struct {
 	sub      *bus.Subscription
 	// deviceListSub consumes the user API's device-list stream (devicelists.go).
 	deviceListSub *bus.Subscription
+	// push evaluates push rules and delivers pushes (push*.go); presence
+	// batches presence updates (presence.go).
+	push     *pusher
+	presence *presenceTracker
 
 	// acked remembers, per "user|device", the to-device position already
 	// deleted, so repeated syncs with the same since do not rewrite.
@@ -55,6 +59,7 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, u
 	}
 	s := &Service{cfg: cfg, db: store, users: users, notifier: NewNotifier(), acked: map[string]int64{}}
 	s.typing = NewTyping(func(roomID string) { s.notifier.WakeRoom(roomID) })
+	s.startPush()
 	if err := store.JoinedMembers(ctx, func(roomID, userID string) {
 		s.notifier.SetMembership(roomID, userID, "join")
 	}); err != nil {
@@ -79,6 +84,7 @@ func (s *Service) Close() {
 	if s.sub != nil {
 		s.sub.Stop()
 	}
+	s.stopPush()
 	if s.deviceListSub != nil {
 		s.deviceListSub.Stop()
 	}
@@ -102,6 +108,10 @@ func (s *Service) handleOutput(ctx context.Context, msg bus.Message) error {
 }
 
 func (s *Service) storeAndNotify(ctx context.Context, ne *storage.NewEvent) error {
+	var err error
+	if ne.AfterStore, err = s.push.prepare(ctx, ne); err != nil {
+		return fmt.Errorf("push rules for %s: %w", ne.EventID, err)
+	}
 	res, err := s.db.StoreEvent(ctx, ne)
 	if err != nil {
 		return fmt.Errorf("store %s: %w", ne.EventID, err)
@@ -109,6 +119,7 @@ func (s *Service) storeAndNotify(ctx context.Context, ne *storage.NewEvent) erro
 	if res.Duplicate {
 		return nil
 	}
+	s.push.stored(ne)
 	extra := make([]string, 0, len(res.Changes))
 	for _, c := range res.Changes {
 		s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)

@@ -7,7 +7,7 @@ import (
 )
 
 // StreamToken is a position in every stream a sync covers. It is the
-// next_batch / since token: "s<events>_<account_data>_<receipts>_<typing>_<to_device>_<device_lists>".
+// next_batch / since token: "s<events>_<account_data>_<receipts>_<typing>_<to_device>_<device_lists>_<presence>".
 type StreamToken struct {
 	Events      int64
 	AccountData int64
@@ -15,10 +15,11 @@ type StreamToken struct {
 	Typing      int64
 	ToDevice    int64
 	DeviceLists int64
+	Presence    int64
 }
 
 func (t StreamToken) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.ToDevice, t.DeviceLists)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.ToDevice, t.DeviceLists, t.Presence)
 }
 
 // ParseStreamToken parses a since token.
@@ -31,10 +32,12 @@ func ParseStreamToken(s string) (StreamToken, error) {
 	parts := strings.Split(rest, "_")
 	// Tokens from before device lists had a position have 5 parts; they
 	// read as device-list position 0, which reports at most extra users.
-	if len(parts) != 5 && len(parts) != 6 {
-		return t, fmt.Errorf("token %q has %d parts, want 6", s, len(parts))
+	// Likewise tokens from before presence had one (6 parts) read as
+	// presence position 0.
+	if len(parts) < 5 || len(parts) > 7 {
+		return t, fmt.Errorf("token %q has %d parts, want 7", s, len(parts))
 	}
-	dst := []*int64{&t.Events, &t.AccountData, &t.Receipts, &t.Typing, &t.ToDevice, &t.DeviceLists}
+	dst := []*int64{&t.Events, &t.AccountData, &t.Receipts, &t.Typing, &t.ToDevice, &t.DeviceLists, &t.Presence}
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 {
@@ -55,6 +58,7 @@ func (t StreamToken) clampTo(cur StreamToken) StreamToken {
 	t.Receipts = min(t.Receipts, cur.Receipts)
 	t.ToDevice = min(t.ToDevice, cur.ToDevice)
 	t.DeviceLists = min(t.DeviceLists, cur.DeviceLists)
+	t.Presence = min(t.Presence, cur.Presence)
 	if t.Typing > cur.Typing {
 		t.Typing = 0
 	}

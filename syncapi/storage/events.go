@@ -39,6 +39,10 @@ type NewEvent struct {
 	SoftFailed   bool
 	TxnDeviceID  string
 	TxnID        string
+	// AfterStore, if set, runs inside StoreEvent's transaction once the
+	// event has its position, so that what it writes (notification
+	// counts) commits together with the event.
+	AfterStore func(ctx context.Context, tx *sql.Tx, position int64) error
 }
 
 // MembershipChange is a user's membership that changed with an event.
@@ -134,6 +138,11 @@ func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) 
 		}
 		if ev.Redacts != "" && !ev.SoftFailed {
 			if err := applyRedaction(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		if ev.AfterStore != nil {
+			if err := ev.AfterStore(ctx, tx, res.Position); err != nil {
 				return err
 			}
 		}

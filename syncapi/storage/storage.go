@@ -130,6 +130,9 @@ func Open(ctx context.Context, db *sqlutil.DB) (*DB, error) {
 	if err := db.Migrate(ctx, "syncapi_relations", relationsMigrations(db.Dialect)); err != nil {
 		return nil, err
 	}
+	if err := migratePush(ctx, db); err != nil {
+		return nil, err
+	}
 	return &DB{db: db}, nil
 }
 
