@@ -70,12 +70,12 @@ func (s *Server) handleJoinRoomByIDOrAlias(w http.ResponseWriter, r *http.Reques
 		httputil.WriteError(w, r, err)
 		return
 	}
-	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	roomID, servers, err := s.resolveJoinTarget(r.Context(), r, idOrAlias)
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	s.join(w, r, roomID)
+	s.join(w, r, roomID, servers)
 }
 
 // POST /rooms/{roomId}/join
@@ -85,13 +85,25 @@ func (s *Server) handleJoinRoom(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	s.join(w, r, roomID)
+	var servers []string
+	if room, err := spec.NewRoomID(roomID); err == nil {
+		servers = []string{string(room.Domain())}
+	}
+	s.join(w, r, roomID, servers)
 }
 
-func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) {
+func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, servers []string) {
 	var body reasonBody
 	if err := httputil.DecodeJSON(r, s.cfg.Client.MaxBodyBytes, &body); err != nil {
 		httputil.WriteError(w, r, err)
+		return
+	}
+	if handled, err := s.joinRemotely(r.Context(), roomID, servers, body.Reason); handled {
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		httputil.WriteJSON(w, http.StatusOK, roomIDResponse{RoomID: roomID})
 		return
 	}
 	caller := httputil.CallerFrom(r.Context()).UserID
@@ -139,6 +151,14 @@ func (s *Server) handleInvite(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
+	if handled, err := s.inviteRemotely(r.Context(), roomID, *body.UserID, body.Reason); handled {
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		httputil.WriteJSON(w, http.StatusOK, struct{}{})
+		return
+	}
 	if err := s.checkInvitable(*body.UserID); err != nil {
 		httputil.WriteError(w, r, err)
 		return
@@ -180,6 +200,13 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, httputil.Forbidden("You are not a member of this room"))
 		return
 	default:
+		if handled, err := s.leaveRemotely(ctx, roomID, body.Reason); handled {
+			if err != nil {
+				httputil.WriteError(w, r, err)
+				return
+			}
+			break
+		}
 		if _, err := s.sendMembership(ctx, roomID, caller, visibility.Leave, body.Reason); err != nil {
 			httputil.WriteError(w, r, err)
 			return

@@ -7,10 +7,12 @@ package federation
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -50,6 +52,14 @@ type Service struct {
 	rooms      rsapi.FederationRoomserverAPI
 	users      userapi.UserAPI
 	stop       chan struct{}
+	// The current signing key, for events this server signs (joins,
+	// leaves, invites) and countersigns (send_join, /invite).
+	keyID      gomatrixserverlib.KeyID
+	privateKey ed25519.PrivateKey
+	// templateKey signs nothing that leaves this server: make_join and
+	// make_leave build the template event once to check it against the
+	// auth rules, and building needs a key.
+	templateKey ed25519.PrivateKey
 }
 
 // Open starts the federation component: storage, client, key ring, and
@@ -84,6 +94,11 @@ func Open(ctx context.Context, d Deps) (*Service, error) {
 		rooms:      d.Rooms,
 		users:      d.Users,
 		stop:       make(chan struct{}),
+		keyID:      gomatrixserverlib.KeyID(d.Keys.Current.ID),
+		privateKey: d.Keys.Current.PrivateKey,
+	}
+	if _, s.templateKey, err = ed25519.GenerateKey(nil); err != nil {
+		return nil, err
 	}
 	s.sender = sender.New(db, client, name, d.SenderOptions)
 	if err := s.sender.ConsumeRoomOutput(ctx, d.Bus, d.Rooms); err != nil {

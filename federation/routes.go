@@ -24,6 +24,22 @@ func (s *Service) routes(r chi.Router) {
 		r.Use(RequireServerAuth(s.serverName, s.keys.KeyRing()))
 		// Spec: server-server §"Transactions".
 		r.Put("/_matrix/federation/v1/send/{txnID}", s.handleSend)
+		// Spec: server-server §"Retrieving events".
+		r.Get("/_matrix/federation/v1/event_auth/{roomID}/{eventID}", s.handleGetEventAuth)
+		r.Get("/_matrix/federation/v1/state/{roomID}", s.handleGetState)
+		r.Get("/_matrix/federation/v1/state_ids/{roomID}", s.handleGetStateIDs)
+		r.Get("/_matrix/federation/v1/event/{eventID}", s.handleGetEvent)
+		// Spec: server-server §"Backfilling and retrieving missing events".
+		r.Get("/_matrix/federation/v1/backfill/{roomID}", s.handleBackfill)
+		r.Post("/_matrix/federation/v1/get_missing_events/{roomID}", s.handleGetMissingEvents)
+		// Spec: server-server §"Joining Rooms".
+		r.Get("/_matrix/federation/v1/make_join/{roomID}/{userID}", s.handleMakeJoin)
+		r.Put("/_matrix/federation/v2/send_join/{roomID}/{eventID}", s.handleSendJoin)
+		// Spec: server-server §"Inviting to a room".
+		r.Put("/_matrix/federation/v2/invite/{roomID}/{eventID}", s.handleInvite)
+		// Spec: server-server §"Leaving Rooms (Rejecting Invites)".
+		r.Get("/_matrix/federation/v1/make_leave/{roomID}/{userID}", s.handleMakeLeave)
+		r.Put("/_matrix/federation/v2/send_leave/{roomID}/{eventID}", s.handleSendLeave)
 		// Spec: server-server §"Querying for information".
 		r.Get("/_matrix/federation/v1/query/directory", s.handleQueryDirectory)
 		r.Get("/_matrix/federation/v1/query/profile", s.handleQueryProfile)

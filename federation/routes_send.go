@@ -93,6 +93,7 @@ func (s *Service) processPDUs(r *http.Request, origin spec.ServerName, raws []js
 	log := logrus.WithField("origin", origin)
 	results := map[string]fclient.PDUResult{}
 	versions := map[string]gomatrixserverlib.IRoomVersion{}
+	denied := map[string]bool{}
 	var roomOrder []string
 	byRoom := map[string][]gomatrixserverlib.PDU{}
 	for _, raw := range raws {
@@ -109,9 +110,19 @@ func (s *Service) processPDUs(r *http.Request, origin spec.ServerName, raws []js
 			if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
 				return nil, err
 			}
-			if info != nil {
+			// A stub room (an invite only) has no DAG to add to.
+			if info != nil && !info.Stub {
 				if v, err := gomatrixserverlib.GetRoomVersion(info.RoomVersion); err == nil {
 					verImpl = v
+				}
+			}
+			if verImpl != nil {
+				if err := s.checkACL(ctx, head.RoomID, origin); err != nil {
+					var herr *httputil.Error
+					if !errors.As(err, &herr) {
+						return nil, err
+					}
+					denied[head.RoomID] = true
 				}
 			}
 			versions[head.RoomID] = verImpl
@@ -125,6 +136,12 @@ func (s *Service) processPDUs(r *http.Request, origin spec.ServerName, raws []js
 			log.WithError(err).Debug("federation /send: invalid PDU dropped")
 			continue
 		}
+		if denied[head.RoomID] {
+			// Spec: client-server §"Server Access Control Lists": events
+			// from a denied server are dropped.
+			results[pdu.EventID()] = fclient.PDUResult{Error: "denied by the room's server ACL"}
+			continue
+		}
 		if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, s.keys.KeyRing(), userIDForSender); err != nil {
 			results[pdu.EventID()] = fclient.PDUResult{Error: "signature check failed: " + err.Error()}
 			continue
@@ -135,11 +152,11 @@ func (s *Service) processPDUs(r *http.Request, origin spec.ServerName, raws []js
 		byRoom[head.RoomID] = append(byRoom[head.RoomID], pdu)
 	}
 	for _, roomID := range roomOrder {
-		res, err := s.rooms.InputFederationEvents(ctx, &rsapi.InputFederationEventsRequest{RoomID: roomID, Events: byRoom[roomID]})
+		res, err := s.inputWithGaps(ctx, origin, roomID, versions[roomID].Version(), byRoom[roomID])
 		if err != nil {
 			return nil, err
 		}
-		for _, ev := range res.Results {
+		for _, ev := range res {
 			switch {
 			case ev.Error != "":
 				results[ev.EventID] = fclient.PDUResult{Error: ev.Error}

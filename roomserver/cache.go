@@ -18,8 +18,15 @@ type eventMeta struct {
 	stateAfter  int64
 	rejected    bool
 	softFailed  bool
-	pdu         gomatrixserverlib.PDU
+	// outlier events are stored but not placed in the DAG; until an event
+	// after them gives them state, stateAfter is 0.
+	outlier bool
+	pdu     gomatrixserverlib.PDU
 }
+
+// stateless says whether the state after the event is unknown here, so
+// it cannot serve as a prev_event.
+func (e *eventMeta) stateless() bool { return e.outlier && e.stateAfter == 0 }
 
 // eventCache is a bounded LRU of parsed events by NID, so auth events and
 // extremities of busy rooms are not read and parsed again for every send.

@@ -159,7 +159,7 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 			t.err = t.ctx.Err()
 		case t.kind == taskCreate && rs != nil:
 			t.err = api.ErrRoomExists
-		case t.kind != taskCreate && rs == nil:
+		case t.kind != taskCreate && t.kind != taskJoin && t.kind != taskRemoteMembership && rs == nil:
 			t.err = api.ErrRoomNotFound
 		default:
 			work = append(work, t)
@@ -174,9 +174,12 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 		return
 	}
 	var b *batch
-	if work[0].kind == taskCreate {
+	switch work[0].kind {
+	case taskCreate:
 		b, err = s.createRoom(ctx, tx, work[0])
-	} else {
+	case taskJoin, taskRemoteMembership:
+		b, err = s.remoteMembership(ctx, tx, rs, work[0])
+	default:
 		b = newBatch(s, tx, rs)
 		err = b.run(ctx, work)
 	}
@@ -237,7 +240,7 @@ func (b *batch) run(ctx context.Context, tasks []*task) error {
 			id, err = b.sendLocal(ctx, t.send)
 			t.eventIDs = []string{id}
 		case taskInput:
-			t.results, err = b.inputEvents(ctx, t.events)
+			t.results, err = b.inputEvents(ctx, t)
 		}
 		if err != nil {
 			if !isClientError(err) {
@@ -721,6 +724,12 @@ func (b *batch) updateCurrentState(ctx context.Context, meta *eventMeta, diff []
 	if meta.rejected {
 		return nil
 	}
+	b.queueOutput(meta, adds, removes, txn)
+	return nil
+}
+
+// queueOutput adds a stored event's output message to the batch's.
+func (b *batch) queueOutput(meta *eventMeta, adds, removes []string, txn *api.TransactionID) {
 	b.outputs = append(b.outputs, &api.OutputEvent{
 		RoomID:               b.room.RoomID,
 		RoomVersion:          b.rs.verImpl.Version(),
@@ -729,11 +738,11 @@ func (b *batch) updateCurrentState(ctx context.Context, meta *eventMeta, diff []
 		RoomPosition:         meta.position,
 		AddsStateEventIDs:    adds,
 		RemovesStateEventIDs: removes,
-		SoftFailed:           meta.softFailed,
+		SoftFailed:           meta.softFailed || meta.outlier,
+		Outlier:              meta.outlier,
 		TransactionID:        txn,
 		Sender:               string(meta.pdu.SenderID()),
 	})
-	return nil
 }
 
 // recordRedaction stores a redaction and applies it to its target if the
@@ -801,11 +810,19 @@ func (b *batch) applyRedaction(ctx context.Context, redaction *eventMeta, target
 // its auth events or the state before it is rejected; one failing only
 // against the current state is soft-failed. A returned error fails the
 // whole batch; a problem with one event is reported in its result.
-func (b *batch) inputEvents(ctx context.Context, events []gomatrixserverlib.PDU) ([]api.InputEventResult, error) {
-	results := make([]api.InputEventResult, 0, len(events))
-	for _, ev := range events {
+func (b *batch) inputEvents(ctx context.Context, t *task) ([]api.InputEventResult, error) {
+	for _, o := range t.outliers {
+		if _, err := b.storeOutlier(ctx, o); err != nil {
+			if !isClientError(err) {
+				return nil, err
+			}
+			logrus.WithError(err).WithField("event_id", o.EventID()).Info("roomserver: outlier not stored")
+		}
+	}
+	results := make([]api.InputEventResult, 0, len(t.events))
+	for _, ev := range t.events {
 		res := api.InputEventResult{EventID: ev.EventID()}
-		err := b.inputEvent(ctx, ev, &res)
+		err := b.inputEvent(ctx, ev, t.stateBefore[ev.EventID()], &res)
 		if err != nil {
 			if !isClientError(err) {
 				return nil, err
@@ -817,7 +834,9 @@ func (b *batch) inputEvents(ctx context.Context, events []gomatrixserverlib.PDU)
 	return results, nil
 }
 
-func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, res *api.InputEventResult) error {
+// inputEvent places one event in the DAG. stateIDs, when set, is the state
+// before the event, used if its prev_events are not all known here.
+func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, stateIDs []string, res *api.InputEventResult) error {
 	if ev.RoomID().String() != b.room.RoomID {
 		return &api.BadEventError{Reason: fmt.Sprintf("event %s is not in room %s", ev.EventID(), b.room.RoomID)}
 	}
@@ -831,8 +850,11 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, res *a
 	if err != nil {
 		return err
 	}
-	if k := known[ev.EventID()]; k != nil {
-		res.Rejected, res.SoftFailed = k.rejected, k.softFailed
+	// An outlier with no state yet is given its state (promoted) now that
+	// the state before it is known; anything else is done already.
+	promote := known[ev.EventID()]
+	if promote != nil && !promote.stateless() {
+		res.Rejected, res.SoftFailed = promote.rejected, promote.softFailed
 		return nil
 	}
 	found, err := b.eventsByID(ctx, append(append([]string{}, ev.PrevEventIDs()...), ev.AuthEventIDs()...))
@@ -842,19 +864,25 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, res *a
 	var prevs []*eventMeta
 	var missing []string
 	for _, id := range ev.PrevEventIDs() {
-		if p := found[id]; p != nil {
+		if p := found[id]; p != nil && !p.stateless() {
 			prevs = append(prevs, p)
 		} else {
 			missing = append(missing, id)
 		}
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && stateIDs == nil {
+		res.MissingPrevEvents = missing
 		return &api.BadEventError{Reason: fmt.Sprintf("event %s: prev_events %v are not known", ev.EventID(), missing)}
 	}
-	if ev.Type() == spec.MRoomCreate {
+	if ev.Type() == spec.MRoomCreate && promote == nil {
 		return &api.BadEventError{Reason: "a room's m.room.create event cannot be input into an existing room"}
 	}
-	before, err := b.stateBefore(ctx, prevs)
+	var before *snapRef
+	if len(missing) > 0 {
+		before, err = b.stateFromIDs(ctx, stateIDs)
+	} else {
+		before, err = b.stateBefore(ctx, prevs)
+	}
 	if err != nil {
 		return err
 	}
@@ -882,6 +910,14 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, res *a
 			return err
 		}
 		rejected = gomatrixserverlib.Allowed(ev, authEvents, userIDForSender) != nil
+	}
+	if promote != nil {
+		res.Rejected = rejected
+		if rejected {
+			// It stays an outlier: a valid event, but not at that state.
+			return nil
+		}
+		return b.promoteOutlier(ctx, promote, before)
 	}
 	softFailed := false
 	if !rejected && before.seq != b.room.Snapshot {

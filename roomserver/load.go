@@ -18,7 +18,7 @@ func toMeta(row *storage.Event, verImpl gomatrixserverlib.IRoomVersion) (*eventM
 	return &eventMeta{
 		nid: row.NID, roomNID: row.RoomNID, id: row.EventID, depth: row.Depth, position: row.Position,
 		stateBefore: row.StateBefore, stateAfter: row.StateAfter, rejected: row.Rejected, softFailed: row.SoftFailed,
-		pdu: pdu,
+		outlier: row.Outlier, pdu: pdu,
 	}, nil
 }
 

@@ -104,7 +104,8 @@ func (s *Service) outputFromRow(ctx context.Context, rs *roomState, row *storage
 		Event:        row.JSON,
 		EventID:      row.EventID,
 		RoomPosition: row.Position,
-		SoftFailed:   row.SoftFailed,
+		SoftFailed:   row.SoftFailed || row.Outlier,
+		Outlier:      row.Outlier,
 		Sender:       row.Sender,
 	}
 	if row.TxnID != "" {

@@ -42,10 +42,10 @@ func (s *Service) SendEvent(ctx context.Context, req *api.SendEventRequest) (*ap
 
 // InputFederationEvents implements api.FederationRoomserverAPI.
 func (s *Service) InputFederationEvents(ctx context.Context, req *api.InputFederationEventsRequest) (*api.InputFederationEventsResponse, error) {
-	if len(req.Events) == 0 {
+	if len(req.Events) == 0 && len(req.Outliers) == 0 {
 		return &api.InputFederationEventsResponse{}, nil
 	}
-	t := &task{kind: taskInput, events: req.Events}
+	t := &task{kind: taskInput, events: req.Events, outliers: req.Outliers, stateBefore: req.StateBefore}
 	if err := s.submit(ctx, req.RoomID, t); err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func (s *Service) QueryRoomInfo(ctx context.Context, roomID string) (*api.RoomIn
 	if err != nil {
 		return nil, err
 	}
-	return &api.RoomInfo{RoomID: room.RoomID, RoomVersion: gomatrixserverlib.RoomVersion(room.Version)}, nil
+	return &api.RoomInfo{RoomID: room.RoomID, RoomVersion: gomatrixserverlib.RoomVersion(room.Version), Stub: len(room.Extremities) == 0}, nil
 }
 
 // QueryCurrentState implements api.RoomserverAPI.

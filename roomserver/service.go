@@ -176,7 +176,16 @@ const (
 	taskCreate
 	taskInput
 	taskPublish
+	// taskJoin and taskRemoteMembership may create the room, so, like
+	// taskCreate, each runs alone in its transaction.
+	taskJoin
+	taskRemoteMembership
 )
+
+// runsAlone says whether a task needs a transaction of its own.
+func runsAlone(k taskKind) bool {
+	return k == taskCreate || k == taskJoin || k == taskRemoteMembership
+}
 
 // task is one unit of input for a room's actor.
 type task struct {
@@ -185,6 +194,12 @@ type task struct {
 	send   *api.SendEventRequest
 	create *api.CreateRoomRequest
 	events []gomatrixserverlib.PDU
+	// For taskInput: outliers to store first and given states.
+	outliers    []gomatrixserverlib.PDU
+	stateBefore map[string][]string
+	// For taskJoin; taskRemoteMembership uses events[0] and version.
+	join    *api.JoinRemoteRoomRequest
+	version gomatrixserverlib.RoomVersion
 
 	eventIDs []string
 	results  []api.InputEventResult
@@ -278,11 +293,12 @@ func (s *Service) runActor(sh *shard, a *roomActor) {
 			sh.mu.Unlock()
 			return
 		}
-		// A room's creation runs alone so that it is atomic; other input
-		// is batched up to maxBatch per transaction.
+		// A room's creation (or a join that may create it) runs alone so
+		// that it is atomic; other input is batched up to maxBatch per
+		// transaction.
 		take := 1
-		if a.queue[0].kind != taskCreate {
-			for take < len(a.queue) && take < maxBatch && a.queue[take].kind != taskCreate {
+		if !runsAlone(a.queue[0].kind) {
+			for take < len(a.queue) && take < maxBatch && !runsAlone(a.queue[take].kind) {
 				take++
 			}
 		}

@@ -167,7 +167,11 @@ func startApp(ctx context.Context, cfg *config.Config, dataDir string, keys *sig
 		}
 		a.media.EnableFederation(a.fed.Client(), federation.RequireServerAuth(spec.ServerName(cfg.ServerName), a.fed.Keys().KeyRing()))
 	}
-	client := clientapi.New(clientapi.Deps{Config: cfg, Users: users, Rooms: a.rooms})
+	clientDeps := clientapi.Deps{Config: cfg, Users: users, Rooms: a.rooms}
+	if a.fed != nil {
+		clientDeps.Federation = a.fed
+	}
+	client := clientapi.New(clientDeps)
 
 	r := chi.NewRouter()
 	r.Use(httputil.Recover, httputil.LogRequests, httputil.Metrics, httputil.CORS, httputil.R0Alias)

@@ -65,13 +65,24 @@ type FederationRoomserverAPI interface {
 	// (server-server spec §"Checks performed on receipt of a PDU"). The
 	// caller has already checked signatures and hashes.
 	InputFederationEvents(ctx context.Context, req *InputFederationEventsRequest) (*InputFederationEventsResponse, error)
+	// Joins, invites, history and queries of other servers (federation.go).
+	FederationMembershipAPI
 }
 
 // InputFederationEventsRequest carries events of one room, ordered so that
 // each event's prev_events and auth_events are stored or come before it.
 type InputFederationEventsRequest struct {
 	RoomID string
-	Events []gomatrixserverlib.PDU
+	// Outliers are stored first, in order (each after its auth events),
+	// without being placed in the DAG: state and auth events fetched to
+	// fill a gap. Each is checked against its own auth events only.
+	Outliers []gomatrixserverlib.PDU
+	Events   []gomatrixserverlib.PDU
+	// StateBefore gives, by event ID, the state before those Events whose
+	// prev_events are not all known here (the answer of /state_ids about
+	// the event), as IDs of events stored here or among Outliers. Such an
+	// event starts from that state.
+	StateBefore map[string][]string
 }
 
 // InputFederationEventsResponse has one result per input event, in order.
@@ -91,6 +102,10 @@ type InputEventResult struct {
 	// Error, if set, says why the event was not processed at all (for
 	// example unknown prev_events); nothing was stored for it.
 	Error string
+	// MissingPrevEvents lists the prev_events that are not known here (or
+	// are outliers with no state); the event was not stored. The caller
+	// may fetch them, or the state before the event, and input it again.
+	MissingPrevEvents []string
 }
 
 // CreateRoomRequest carries the initial events of a new room, already in
@@ -142,6 +157,10 @@ type SendEventResponse struct {
 type RoomInfo struct {
 	RoomID      string
 	RoomVersion gomatrixserverlib.RoomVersion
+	// Stub rooms are known only through memberships of local users that
+	// came over federation (an invite, its rejection): no state, no DAG.
+	// Joining one goes through another server.
+	Stub bool
 }
 
 // Membership is a user's membership with the event that set it.
@@ -205,6 +224,13 @@ type OutputEvent struct {
 	RemovesStateEventIDs []string `json:"removes_state_event_ids,omitempty"`
 	// SoftFailed events are stored but must not be shown to clients.
 	SoftFailed bool `json:"soft_failed,omitempty"`
+	// Outlier events (state and auth events of a room joined over
+	// federation, an invite to a room this server is not in) are not part
+	// of the room's timeline here; they are also marked SoftFailed so that
+	// consumers store them, apply their state changes and never show them
+	// as timeline events. They come before any event whose
+	// AddsStateEventIDs name them.
+	Outlier bool `json:"outlier,omitempty"`
 	// TransactionID is set for a local client's send, so that client's
 	// device can be told which of its sends this is.
 	TransactionID *TransactionID `json:"transaction_id,omitempty"`

@@ -25,13 +25,15 @@ type Event struct {
 	Rejected     bool
 	SoftFailed   bool
 	Redacted     bool
-	TxnDevice    string
-	TxnID        string
-	JSON         []byte
+	// Outlier events are stored but not placed in the DAG (see migration 2).
+	Outlier   bool
+	TxnDevice string
+	TxnID     string
+	JSON      []byte
 }
 
 const eventColumns = `event_nid, room_nid, event_id, event_type, state_key, sender, depth, room_position,
-	state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json`
+	state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json, outlier`
 
 func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
@@ -39,7 +41,7 @@ func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 	var pos sql.NullInt64
 	if err := row.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &stateKey, &e.Sender, &e.Depth, &pos,
 		&e.StateBefore, &e.StateAfter, &e.CurrentState, &e.Rejected, &e.SoftFailed, &e.Redacted,
-		&txnDevice, &txnID, &e.JSON); err != nil {
+		&txnDevice, &txnID, &e.JSON, &e.Outlier); err != nil {
 		return nil, err
 	}
 	if stateKey.Valid {
@@ -61,10 +63,10 @@ func (d *Database) InsertEvent(ctx context.Context, q Querier, e *Event) (int64,
 	pos := sql.NullInt64{Int64: e.Position, Valid: e.Position > 0}
 	var nid int64
 	err := q.QueryRowContext(ctx, `INSERT INTO roomserver_events (room_nid, event_id, event_type, state_key, sender, depth,
-		room_position, state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING event_nid`,
+		room_position, state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json, outlier)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING event_nid`,
 		e.RoomNID, e.EventID, e.Type, stateKey, e.Sender, e.Depth, pos, e.StateBefore, e.StateAfter, e.CurrentState,
-		e.Rejected, e.SoftFailed, e.Redacted, nullString(e.TxnDevice), nullString(e.TxnID), e.JSON).Scan(&nid)
+		e.Rejected, e.SoftFailed, e.Redacted, nullString(e.TxnDevice), nullString(e.TxnID), e.JSON, e.Outlier).Scan(&nid)
 	return nid, err
 }
 
@@ -136,6 +138,14 @@ func (d *Database) SelectTransactionEvent(ctx context.Context, q Querier, roomNI
 		return "", nil
 	}
 	return id, err
+}
+
+// UpdateEventState gives an outlier the state before and after it, once
+// an event that follows it has made that state known.
+func (d *Database) UpdateEventState(ctx context.Context, q Querier, eventNID, stateBefore, stateAfter int64) error {
+	_, err := q.ExecContext(ctx, `UPDATE roomserver_events SET state_before = $2, state_after = $3 WHERE event_nid = $1`,
+		eventNID, stateBefore, stateAfter)
+	return err
 }
 
 // UpdateEventRedacted replaces an event's JSON with its redacted form.

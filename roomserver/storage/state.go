@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // StateEntry is one (type, state_key) → event entry of a snapshot delta.
@@ -124,4 +125,32 @@ func (d *Database) SelectRoomsForUser(ctx context.Context, userID string, member
 		out = append(out, id)
 	}
 	return out, rows.Err()
+}
+
+// SelectServerMembership counts a server's users whose current
+// membership in the room is join, and says whether it has any user who
+// was in the room once (now left or banned).
+func (d *Database) SelectServerMembership(ctx context.Context, roomNID int64, serverName string) (joined int, wasJoined bool, err error) {
+	// User IDs end in ":" + server name; LIKE wildcards in the name are escaped.
+	pattern := "%:" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(serverName)
+	rows, err := d.DB.QueryContext(ctx, `SELECT membership, COUNT(*) FROM roomserver_memberships
+		WHERE room_nid = $1 AND user_id LIKE $2 ESCAPE '\' GROUP BY membership`, roomNID, pattern)
+	if err != nil {
+		return 0, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m string
+		var n int
+		if err := rows.Scan(&m, &n); err != nil {
+			return 0, false, err
+		}
+		switch m {
+		case "join":
+			joined = n
+		case "leave", "ban":
+			wasJoined = true
+		}
+	}
+	return joined, wasJoined, rows.Err()
 }

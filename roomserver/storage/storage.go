@@ -99,6 +99,11 @@ CREATE TABLE roomserver_aliases (
 );
 CREATE INDEX roomserver_aliases_room ON roomserver_aliases (room_id);
 `},
+	// Outliers: events stored without being placed in the room's DAG here
+	// (the state and auth chain of a room joined over federation, an invite
+	// to a room this server is not in). They have no state of their own
+	// until an event that follows them gives it (state_after stays 0).
+	{Version: 2, SQL: `ALTER TABLE roomserver_events ADD COLUMN outlier BOOLEAN NOT NULL DEFAULT FALSE;`},
 }
 
 // Errors returned by the storage layer.
