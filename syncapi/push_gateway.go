@@ -40,12 +40,15 @@ type pushGateway struct {
 	done chan struct{}
 }
 
-// Delivery bounds.
+// Delivery bounds. Notifications are kept for notificationRetention (for
+// GET /notifications) and pruned every pruneInterval by the same worker.
 const (
-	pushBatch       = 100
-	pushConcurrency = 8
-	pushTimeout     = 15 * time.Second
-	maxPushBody     = 64 << 10
+	notificationRetention = 30 * 24 * time.Hour
+	pruneInterval         = time.Hour
+	pushBatch             = 100
+	pushConcurrency       = 8
+	pushTimeout           = 15 * time.Second
+	maxPushBody           = 64 << 10
 )
 
 func newPushGateway(s *Service) *pushGateway {
@@ -84,7 +87,14 @@ func (g *pushGateway) run() {
 		<-g.stop
 		cancel()
 	}()
+	var lastPrune time.Time
 	for {
+		if time.Since(lastPrune) > pruneInterval {
+			lastPrune = time.Now()
+			if err := g.s.db.PruneNotifications(ctx, lastPrune.Add(-notificationRetention).UnixMilli()); err != nil {
+				logrus.WithError(err).Error("syncapi: prune notifications")
+			}
+		}
 		n, err := g.deliverDue(ctx)
 		if ctx.Err() != nil {
 			return
