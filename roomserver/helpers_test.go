@@ -82,7 +82,7 @@ var roomCounter atomic.Int64
 // extraPL adds users to the power levels.
 func (h *harness) createRoom(version gomatrixserverlib.RoomVersion, creator, joinRule string, extraPL map[string]int) string {
 	h.t.Helper()
-	roomID := fmt.Sprintf("!r%d_%d:%s", time.Now().UnixNano(), roomCounter.Add(1), testServer)
+	roomID := fmt.Sprintf("!r%d_%d:%s", time.Now().UnixNano(), roomCounter.Add(1), h.cfg.ServerName)
 	users := map[string]int{creator: 100}
 	for u, l := range extraPL {
 		users[u] = l
