@@ -194,6 +194,18 @@ func makeThumbnail(r io.Reader, info imageInfo, width, height int, method string
 			data, contentType, err = nil, "", errNotImage
 		}
 	}()
+	if info.format == "webp" && info.animated {
+		// x/image/webp reads still images only: decode the first frame.
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return nil, "", err
+		}
+		frame, err := webpFirstFrame(data)
+		if err != nil {
+			return nil, "", err
+		}
+		r = bytes.NewReader(frame)
+	}
 	src, _, err := image.Decode(bufio.NewReader(r))
 	if err != nil {
 		return nil, "", errNotImage
@@ -234,4 +246,47 @@ func makeThumbnail(r io.Reader, info imageInfo, width, height int, method string
 		return nil, "", fmt.Errorf("encode thumbnail: %w", err)
 	}
 	return buf.Bytes(), contentType, nil
+}
+
+// webpFirstFrame rewrites an animated WebP as a still WebP holding only
+// its first frame (the frame's ALPH/VP8/VP8L chunks, behind a VP8X header
+// when there is an alpha chunk), which the still-image decoder reads.
+func webpFirstFrame(data []byte) ([]byte, error) {
+	if len(data) < 12 || string(data[0:4]) != "RIFF" || string(data[8:12]) != "WEBP" {
+		return nil, errNotImage
+	}
+	chunks := data[12:]
+	for len(chunks) >= 8 {
+		size := int64(binary.LittleEndian.Uint32(chunks[4:8]))
+		if size > int64(len(chunks)-8) {
+			return nil, errNotImage
+		}
+		payload := chunks[8 : 8+size]
+		if string(chunks[0:4]) == "ANMF" {
+			if len(payload) < 16 {
+				return nil, errNotImage
+			}
+			frame := payload[16:]
+			var body []byte
+			if bytes.Contains(frame, []byte("ALPH")) {
+				// Frame width-1 and height-1 are 24-bit fields at 6 and 9.
+				vp8x := make([]byte, 10)
+				vp8x[0] = 0x10 // alpha
+				copy(vp8x[4:10], payload[6:12])
+				body = append(body, "VP8X"...)
+				body = binary.LittleEndian.AppendUint32(body, uint32(len(vp8x)))
+				body = append(body, vp8x...)
+			}
+			body = append(body, frame...)
+			out := append([]byte("RIFF"), binary.LittleEndian.AppendUint32(nil, uint32(4+len(body)))...)
+			out = append(out, "WEBP"...)
+			return append(out, body...), nil
+		}
+		step := 8 + size + size&1 // chunks are padded to even sizes
+		if step > int64(len(chunks)) {
+			break
+		}
+		chunks = chunks[step:]
+	}
+	return nil, errNotImage
 }

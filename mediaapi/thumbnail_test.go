@@ -250,7 +250,7 @@ func TestThumbnailSize(t *testing.T) {
 }
 
 func FuzzProbeImage(f *testing.F) {
-	for _, seed := range [][]byte{pngImage(4, 4), jpegImage(4, 4), gifImage(4, 4, 2), stillWebP, animWebP, pngHeaderClaiming(9, 9)} {
+	for _, seed := range [][]byte{pngImage(4, 4), jpegImage(4, 4), gifImage(4, 4, 2), stillWebP, animWebP, alphaAnimWebP, pngHeaderClaiming(9, 9)} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -366,6 +366,44 @@ func TestOrient(t *testing.T) {
 		dst := orient(src, o)
 		if got := at(dst, want[0], want[1]); got != topLeft {
 			t.Errorf("orientation %d: stored top-left not at %v", o, want)
+		}
+	}
+}
+
+func TestAnimatedWebPStill(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), nil)
+	id := e.upload("alice", animWebP, "image/webp", "")
+	for _, c := range []struct {
+		query      string
+		outW, outH int
+	}{
+		{thumbPath(id, 32, 32, "crop"), 32, 32},
+		{thumbPath(id, 800, 600, "scale"), 64, 48}, // small, but animated: a still of the first frame
+	} {
+		r := e.do("GET", c.query, "alice", nil, nil)
+		if r.status != 200 || r.header.Get("Content-Type") != "image/png" {
+			t.Fatalf("%s: %d %s", c.query, r.status, r.body)
+		}
+		if _, w, h := decodedSize(t, r.body); w != c.outW || h != c.outH {
+			t.Errorf("%s: %dx%d, want %dx%d", c.query, w, h, c.outW, c.outH)
+		}
+	}
+	// Translucent frames carry an ALPH chunk, which needs a VP8X header.
+	alphaID := e.upload("alice", alphaAnimWebP, "image/webp", "")
+	r := e.do("GET", thumbPath(alphaID, 20, 20, "crop"), "alice", nil, nil)
+	if r.status != 200 {
+		t.Fatalf("translucent animated webp: %d %s", r.status, r.body)
+	}
+	img, _, err := image.Decode(bytes.NewReader(r.body))
+	if err != nil || img.Bounds().Dx() != 20 || img.Bounds().Dy() != 20 {
+		t.Fatalf("translucent animated webp thumbnail: %v %v", err, img)
+	}
+	if _, _, _, a := img.At(10, 10).RGBA(); a == 0xffff || a == 0 {
+		t.Errorf("translucent pixel has alpha %d", a)
+	}
+	for _, bad := range [][]byte{nil, []byte("RIFF\x00\x00\x00\x00WEBP"), []byte("RIFF\x00\x00\x00\x00WEBPANMF\xff\xff\xff\xff")} {
+		if _, err := webpFirstFrame(bad); err == nil {
+			t.Errorf("webpFirstFrame(%q) accepted", bad)
 		}
 	}
 }
