@@ -204,6 +204,12 @@ func makeThumbnail(r io.Reader, info imageInfo, width, height int, method string
 		if err != nil {
 			return nil, "", err
 		}
+		// The pixel limit was checked on the canvas; a frame must fit
+		// inside it, or it could be a bomb of its own.
+		cfg, _, err := image.DecodeConfig(bytes.NewReader(frame))
+		if err != nil || cfg.Width > info.width || cfg.Height > info.height {
+			return nil, "", errNotImage
+		}
 		r = bytes.NewReader(frame)
 	}
 	src, _, err := image.Decode(bufio.NewReader(r))

@@ -407,3 +407,37 @@ func TestAnimatedWebPStill(t *testing.T) {
 		}
 	}
 }
+
+// animatedWebPAround wraps one still frame (a VP8L chunk with its header)
+// in an animated WebP whose canvas and frame header claim the given size.
+func animatedWebPAround(w, h int, frameChunk []byte) []byte {
+	u24 := func(b []byte, v int) []byte { return append(b, byte(v), byte(v>>8), byte(v>>16)) }
+	chunk := func(b []byte, id string, payload []byte) []byte {
+		b = append(b, id...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+		b = append(b, payload...)
+		if len(payload)%2 == 1 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	vp8x := u24(u24([]byte{0x02, 0, 0, 0}, w-1), h-1)
+	anmf := u24(u24(u24(u24(u24(nil, 0), 0), w-1), h-1), 100)
+	anmf = append(append(anmf, 0), frameChunk...)
+	body := chunk(chunk(chunk(nil, "VP8X", vp8x), "ANIM", make([]byte, 6)), "ANMF", anmf)
+	out := append([]byte("RIFF"), binary.LittleEndian.AppendUint32(nil, uint32(4+len(body)))...)
+	return append(append(out, "WEBP"...), body...)
+}
+
+func TestAnimatedWebPFrameLargerThanCanvas(t *testing.T) {
+	e := newEnv(t, testdb.URL(t, "sqlite"), nil)
+	frame := stillWebP[12:] // the 64x48 VP8L chunk
+	honest := e.upload("alice", animatedWebPAround(64, 48, frame), "image/webp", "")
+	if r := e.do("GET", thumbPath(honest, 32, 32, "crop"), "alice", nil, nil); r.status != 200 {
+		t.Fatalf("well-formed animation: %d %s", r.status, r.body)
+	}
+	// A small canvas around a bigger frame must not get past the pixel
+	// limit by way of the frame.
+	lying := e.upload("alice", animatedWebPAround(8, 8, frame), "image/webp", "")
+	expectError(t, "frame larger than canvas", e.do("GET", thumbPath(lying, 4, 4, "crop"), "alice", nil, nil), 400, "M_UNKNOWN")
+}
