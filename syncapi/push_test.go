@@ -519,3 +519,27 @@ func forEachDB(t *testing.T, fn func(t *testing.T, dialect string)) {
 		t.Run(d, func(t *testing.T) { fn(t, d) })
 	}
 }
+
+// TestStreamTokenPresencePart checks that the presence position appended
+// to the since token leaves older tokens readable.
+func TestStreamTokenPresencePart(t *testing.T) {
+	for in, want := range map[string]StreamToken{
+		"s1_2_3_4_5":       {Events: 1, AccountData: 2, Receipts: 3, Typing: 4, ToDevice: 5},
+		"s1_2_3_4_5_6":     {Events: 1, AccountData: 2, Receipts: 3, Typing: 4, ToDevice: 5, DeviceLists: 6},
+		"s1_2_3_4_5_6_7":   {Events: 1, AccountData: 2, Receipts: 3, Typing: 4, ToDevice: 5, DeviceLists: 6, Presence: 7},
+		"s9_0_0_0_0_0_123": {Events: 9, Presence: 123},
+	} {
+		got, err := ParseStreamToken(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %+v, %v", in, got, err)
+		}
+	}
+	if tok := (StreamToken{Events: 1, Presence: 7}).String(); tok != "s1_0_0_0_0_0_7" {
+		t.Errorf("String() = %s", tok)
+	}
+	for _, bad := range []string{"s1_2_3_4", "s1_2_3_4_5_6_7_8", "s1_2_3_4_5_6_-7"} {
+		if _, err := ParseStreamToken(bad); err == nil {
+			t.Errorf("%s parsed", bad)
+		}
+	}
+}
