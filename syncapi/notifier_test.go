@@ -71,7 +71,11 @@ func TestFanOut(t *testing.T) {
 			e.waitStored(oe.EventID)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	deadline := 120 * time.Second
+	if raceEnabled {
+		deadline = 600 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	filter, err := parseFilter([]byte(`{"room":{"timeline":{"limit":100,"types":["m.room.message"]}}}`))
 	if err != nil {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package syncapi
+
+const raceEnabled = false
