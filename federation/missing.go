@@ -13,8 +13,12 @@ import (
 	rsapi "github.com/parley-chat/parley/roomserver/api"
 )
 
-// missingEventsLimit bounds one /get_missing_events request.
-const missingEventsLimit = 20
+// missingEventsLimit bounds one /get_missing_events request, and
+// maxStateFallbacks the /state_ids fallbacks for one batch of events.
+const (
+	missingEventsLimit = 20
+	maxStateFallbacks  = 3
+)
 
 // inputWithGaps gives events of one room (signatures checked) to the
 // roomserver and fills the gaps behind those whose prev_events are not
@@ -71,12 +75,16 @@ func (s *Service) inputWithGaps(ctx context.Context, origin spec.ServerName, roo
 		return ordered[i].EventID() < ordered[j].EventID()
 	})
 	byID := map[string]rsapi.InputEventResult{}
+	fallbacks := 0
 	for _, ev := range ordered {
 		res, err := input(&rsapi.InputFederationEventsRequest{Events: []gomatrixserverlib.PDU{ev}})
 		if err != nil {
 			return nil, err
 		}
-		if len(res[0].MissingPrevEvents) > 0 {
+		// Each fallback may fetch hundreds of events; after the first the
+		// rest of a transaction's events usually have their prevs.
+		if len(res[0].MissingPrevEvents) > 0 && fallbacks < maxStateFallbacks {
+			fallbacks++
 			// Still a gap: place the event on the state before it.
 			outliers, stateIDs, err := s.stateBefore(ctx, origin, roomID, ver, ev.EventID())
 			if err != nil {

@@ -197,8 +197,12 @@ func (s *Service) PerformJoin(ctx context.Context, roomID, userID string, server
 			AuthChain:   res.StateSnapshot.GetAuthEvents().UntrustedEvents(ver),
 		})
 		var na *rsapi.NotAllowedError
-		if errors.As(err, &na) {
+		var be *rsapi.BadEventError
+		switch {
+		case errors.As(err, &na):
 			return httputil.Forbidden("%s", na.Reason)
+		case errors.As(err, &be):
+			return httputil.NewError(http.StatusBadGateway, "M_UNKNOWN", "%s sent an unusable join answer: %s", srv, be.Reason)
 		}
 		return err
 	}
@@ -215,31 +219,35 @@ func (s *Service) PerformLeave(ctx context.Context, roomID, userID string, conte
 	if err != nil {
 		return err
 	}
+	// Without a local member the state here is stale or absent: the
+	// server that sent the invite (or took the knock) knows the room.
+	outside := info.Stub
+	if !outside {
+		in, err := s.rooms.QueryServerInRoom(ctx, roomID, string(s.serverName))
+		if err != nil {
+			return err
+		}
+		if m.Membership != spec.Join && in.JoinedMembers == 0 {
+			outside = true
+		} else if m.Membership != spec.Join || in.JoinedMembers != 1 {
+			return fedapi.ErrLeaveLocally
+		}
+	}
 	var servers []string
-	if info.Stub {
-		// The server that sent the invite (or took the knock) knows the room.
+	if outside {
 		if evs, err := s.rooms.QueryEventsByID(ctx, []string{m.EventID}); err == nil && len(evs) == 1 {
 			if u, err := spec.NewUserID(string(evs[0].SenderID()), true); err == nil {
 				servers = append(servers, string(u.Domain()))
 			}
 		}
-	} else {
-		in, err := s.rooms.QueryServerInRoom(ctx, roomID, string(s.serverName))
-		if err != nil {
-			return err
-		}
-		if m.Membership != spec.Join || in.JoinedMembers != 1 {
-			return fedapi.ErrLeaveLocally
-		}
-		if servers, err = s.db.JoinedServers(ctx, roomID); err != nil {
-			return err
-		}
+	} else if servers, err = s.db.JoinedServers(ctx, roomID); err != nil {
+		return err
 	}
 	if r, err := spec.NewRoomID(roomID); err == nil {
 		servers = append(servers, string(r.Domain()))
 	}
 	candidates := s.candidates(servers)
-	if len(candidates) == 0 && !info.Stub {
+	if len(candidates) == 0 && !outside {
 		return fedapi.ErrLeaveLocally
 	}
 	for _, srv := range candidates {
@@ -248,7 +256,7 @@ func (s *Service) PerformLeave(ctx context.Context, roomID, userID string, conte
 			logrus.WithError(err).WithFields(logrus.Fields{"room_id": roomID, "server": srv}).Info("federation: leave attempt failed")
 			continue
 		}
-		if info.Stub {
+		if outside {
 			return s.rooms.StoreRemoteMembership(ctx, info.RoomVersion, ev)
 		}
 		res, err := s.inputWithGaps(ctx, srv, roomID, info.RoomVersion, []gomatrixserverlib.PDU{ev})
@@ -261,7 +269,7 @@ func (s *Service) PerformLeave(ctx context.Context, roomID, userID string, conte
 		logrus.WithField("room_id", roomID).Warn("federation: leave from send_leave could not be stored; leaving locally")
 		return fedapi.ErrLeaveLocally
 	}
-	if !info.Stub {
+	if !outside {
 		// Nobody answered: the local leave reaches them through the queue.
 		return fedapi.ErrLeaveLocally
 	}
