@@ -60,6 +60,8 @@ type Service struct {
 	// make_leave build the template event once to check it against the
 	// auth rules, and building needs a key.
 	templateKey ed25519.PrivateKey
+	// edus handles ephemeral data and device lists (edu_*.go).
+	edus *eduState
 }
 
 // Open starts the federation component: storage, client, key ring, and
@@ -109,6 +111,10 @@ func Open(ctx context.Context, d Deps) (*Service, error) {
 		s.sender.Close()
 		return nil, fmt.Errorf("federation sender: %w", err)
 	}
+	if err := s.startEDUs(ctx, d.Bus); err != nil {
+		s.sender.Close()
+		return nil, fmt.Errorf("federation EDUs: %w", err)
+	}
 	go s.pruneLoop()
 	return s, nil
 }
@@ -136,6 +142,7 @@ func (s *Service) pruneLoop() {
 // Close stops the sender; queued items stay for the next start.
 func (s *Service) Close() {
 	close(s.stop)
+	s.edus.stop()
 	s.sender.Close()
 }
 

@@ -43,5 +43,9 @@ func (s *Service) routes(r chi.Router) {
 		// Spec: server-server §"Querying for information".
 		r.Get("/_matrix/federation/v1/query/directory", s.handleQueryDirectory)
 		r.Get("/_matrix/federation/v1/query/profile", s.handleQueryProfile)
+		// Spec: server-server §"End-to-End Encryption" and §"Device Management".
+		r.Get("/_matrix/federation/v1/user/devices/{userID}", s.handleUserDevices)
+		r.Post("/_matrix/federation/v1/user/keys/claim", s.handleUserKeysClaim)
+		r.Post("/_matrix/federation/v1/user/keys/query", s.handleUserKeysQuery)
 	})
 }

@@ -64,8 +64,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	// EDUs (typing, receipts, presence, device lists, to-device) have no
-	// consumer in Parley yet; the spec lets a receiver ignore them.
+	if err := s.processEDUs(ctx, origin, txn.EDUs); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
 	resp, err := json.Marshal(fclient.RespSend{PDUs: results})
 	if err != nil {
 		httputil.WriteError(w, r, err)

@@ -55,6 +55,7 @@ func (s *Service) handleTyping(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.typing.Set(roomID, caller.UserID, *body.Typing, timeout)
+		s.publishTyping(r.Context(), roomID, caller.UserID, *body.Typing, timeout)
 		return nil
 	}()
 	if err != nil {
@@ -173,6 +174,9 @@ func (s *Service) checkMarkerEvent(ctx context.Context, roomID, userID, eventID 
 func (s *Service) putReceipt(ctx context.Context, rc storage.Receipt) error {
 	rc.TS = time.Now().UnixMilli()
 	if _, err := s.db.PutReceipt(ctx, rc); err != nil {
+		return err
+	}
+	if err := s.publishReceipt(ctx, rc); err != nil {
 		return err
 	}
 	if err := s.recountAfterReceipt(ctx, rc); err != nil {

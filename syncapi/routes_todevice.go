@@ -37,6 +37,7 @@ func (s *Service) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 		serverSuffix := ":" + s.serverName()
 		var msgs []storage.ToDeviceMessage
 		var recipients []string
+		remote := map[string]map[string]json.RawMessage{}
 		users := make([]string, 0, len(body.Messages))
 		for u := range body.Messages {
 			users = append(users, u)
@@ -47,9 +48,11 @@ func (s *Service) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 				return httputil.InvalidParam("%q is not a user ID", userID)
 			}
 			if !strings.HasSuffix(userID, serverSuffix) {
-				// Remote users are reached over federation, which this
-				// component does not speak: the federation sender will
-				// consume to-device messages once it exists.
+				// Remote users are reached through the federation sender.
+				if err := checkRemoteToDevice(userID, body.Messages[userID]); err != nil {
+					return err
+				}
+				remote[userID] = body.Messages[userID]
 				continue
 			}
 			byDevice := body.Messages[userID]
@@ -90,7 +93,9 @@ func (s *Service) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 		if !duplicate {
 			s.notifier.WakeUsers(recipients...)
 		}
-		return nil
+		// Published even for a repeated transaction: the first attempt
+		// may have failed here, and the bus drops true repeats.
+		return s.publishRemoteToDevice(ctx, caller.UserID, caller.DeviceID, eventType, txnID, remote)
 	}()
 	if err != nil {
 		httputil.WriteError(w, r, err)

@@ -40,6 +40,8 @@ type Service struct {
 	// batches presence updates (presence.go).
 	push     *pusher
 	presence *presenceTracker
+	// edus carries ephemeral data to and from other servers (edus.go).
+	edus *eduBridge
 
 	// acked remembers, per "user|device", the to-device position already
 	// deleted, so repeated syncs with the same since do not rewrite.
@@ -76,6 +78,10 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, u
 		s.Close()
 		return nil, err
 	}
+	if err := s.startEDUs(ctx, b); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -88,6 +94,7 @@ func (s *Service) Close() {
 	if s.deviceListSub != nil {
 		s.deviceListSub.Stop()
 	}
+	s.stopEDUs()
 }
 
 // handleOutput stores one roomserver output event and wakes the users it

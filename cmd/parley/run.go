@@ -166,6 +166,7 @@ func startApp(ctx context.Context, cfg *config.Config, dataDir string, keys *sig
 			return nil, fmt.Errorf("start federation: %w", err)
 		}
 		a.media.EnableFederation(a.fed.Client(), federation.RequireServerAuth(spec.ServerName(cfg.ServerName), a.fed.Keys().KeyRing()))
+		users.SetRemoteKeys(a.fed.RemoteKeys())
 	}
 	clientDeps := clientapi.Deps{Config: cfg, Users: users, Rooms: a.rooms}
 	if a.fed != nil {

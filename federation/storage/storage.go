@@ -102,6 +102,9 @@ func Open(ctx context.Context, db *sqlutil.DB) (*Database, error) {
 	if err := db.Migrate(ctx, Component, migrations); err != nil {
 		return nil, err
 	}
+	if err := db.Migrate(ctx, ComponentEDUs, eduMigrations); err != nil {
+		return nil, err
+	}
 	return &Database{db: db}, nil
 }
 
