@@ -479,5 +479,24 @@ func TestFederationMembershipRejections(t *testing.T) {
 		if httpStatus(err) != http.StatusForbidden {
 			t.Fatalf("bob's join of a room denying B: %v", err)
 		}
+		// A PDU from B into that room is dropped with an error result.
+		st := stateIDs(t, alice, acl.RoomID)
+		sender := "@eve:" + b.ServerName
+		proto := gomatrixserverlib.ProtoEvent{
+			SenderID: sender, RoomID: acl.RoomID.String(), Type: "m.room.message", Depth: 10,
+			PrevEvents: []string{st["m.room.server_acl|"]}, AuthEvents: []string{st["m.room.create|"], st["m.room.power_levels|"]},
+			Content: []byte(`{"body":"let me in","msgtype":"m.text"}`),
+		}
+		ev, err := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(version)).NewEventBuilderFromProtoEvent(&proto).
+			Build(time.Now(), bID.name, gomatrixserverlib.KeyID(bID.key.ID), bID.key.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body = do(t, ca, signedRequest(t, bID, aName, "PUT", "/_matrix/federation/v1/send/acl1", map[string]any{
+			"origin": b.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{ev.JSON()},
+		}))
+		if status != http.StatusOK || !strings.Contains(string(body), ev.EventID()) || !strings.Contains(string(body), "server ACL") {
+			t.Fatalf("/send from a denied server: %d %s", status, body)
+		}
 	})
 }
