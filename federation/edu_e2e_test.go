@@ -293,12 +293,73 @@ func TestFederatedEDUsAndKeys(t *testing.T) {
 		}
 	})
 
+	t.Run("public rooms and openid", func(t *testing.T) {
+		lobby, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "The Lobby"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := func(req *http.Request) []string {
+			t.Helper()
+			status, body := do(t, ca, req)
+			if status != http.StatusOK {
+				t.Fatalf("publicRooms: %d %s", status, body)
+			}
+			var r struct {
+				Chunk []struct {
+					RoomID string `json:"room_id"`
+					Name   string `json:"name"`
+				} `json:"chunk"`
+			}
+			if err := json.Unmarshal(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, c := range r.Chunk {
+				out = append(out, c.RoomID+" "+c.Name)
+			}
+			return out
+		}
+		want := []string{lobby.RoomID.String() + " The Lobby"}
+		if got := names(signedRequest(t, cID, aName, "GET", "/_matrix/federation/v1/publicRooms?limit=10", nil)); !slices.Equal(got, want) {
+			t.Fatalf("GET publicRooms = %v, want %v", got, want)
+		}
+		if got := names(signedRequest(t, cID, aName, "POST", "/_matrix/federation/v1/publicRooms", map[string]any{"filter": map[string]string{"generic_search_term": "lobby"}})); !slices.Equal(got, want) {
+			t.Fatalf("POST publicRooms for lobby = %v, want %v", got, want)
+		}
+		if got := names(signedRequest(t, cID, aName, "POST", "/_matrix/federation/v1/publicRooms", map[string]any{"filter": map[string]string{"generic_search_term": "nothing like it"}})); len(got) != 0 {
+			t.Fatalf("POST publicRooms for nothing = %v", got)
+		}
+		req, _ := http.NewRequest("GET", a.FederationURL+"/_matrix/federation/v1/publicRooms", nil)
+		if status, body := do(t, ca, req); status != http.StatusUnauthorized {
+			t.Fatalf("unsigned publicRooms: %d %s", status, body)
+		}
+
+		status, body := clientCall(t, alice, "POST", "/_matrix/client/v3/user/"+url.PathEscape(alice.UserID.String())+"/openid/request_token", map[string]any{})
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &tok) != nil || tok.AccessToken == "" {
+			t.Fatalf("openid request_token: %d %s", status, body)
+		}
+		req, _ = http.NewRequest("GET", a.FederationURL+"/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(tok.AccessToken), nil)
+		if status, body := do(t, ca, req); status != http.StatusOK || !strings.Contains(string(body), `"sub":"`+alice.UserID.String()+`"`) {
+			t.Fatalf("openid userinfo: %d %s", status, body)
+		}
+		req, _ = http.NewRequest("GET", a.FederationURL+"/_matrix/federation/v1/openid/userinfo?access_token=bogus", nil)
+		if status, body := do(t, ca, req); status != http.StatusUnauthorized || errcode(body) != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("openid userinfo with a bad token: %d %s", status, body)
+		}
+	})
+
 	t.Run("device lists and key queries", func(t *testing.T) {
+		// bob's join may still show up in device_lists.changed: absorb it.
+		aliceSync.sync(0)
+		aliceSync.changed = map[id.UserID]bool{}
 		uploadDeviceKeys(t, bob)
 		aliceSync.waitFor("bob in device_lists.changed", func() bool { return aliceSync.changed[bob.UserID] })
-		devs, _ := queryDevices(t, alice, bob.UserID)
+		devs, body := queryDevices(t, alice, bob.UserID)
 		if !slices.Equal(devs, []string{bob.DeviceID.String()}) {
-			t.Fatalf("alice sees bob's devices %v, want [%s]", devs, bob.DeviceID)
+			t.Fatalf("alice sees bob's devices %v, want [%s]: %s", devs, bob.DeviceID, body)
 		}
 
 		// Over federation: B answers for its own users only.
@@ -359,7 +420,7 @@ func TestFederatedEDUsAndKeys(t *testing.T) {
 
 		// With B down, A answers from its cache, kept current by B's EDUs.
 		b.Stop()
-		devs, body := queryDevices(t, alice, bob.UserID)
+		devs, body = queryDevices(t, alice, bob.UserID)
 		if !slices.Equal(devs, want) {
 			t.Fatalf("with B down, alice sees bob's devices %v (want %v): %s", devs, want, body)
 		}

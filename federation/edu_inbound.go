@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/parley-chat/parley/federation/storage"
+	"github.com/parley-chat/parley/internal/httputil"
 	syncapi "github.com/parley-chat/parley/syncapi/api"
 )
 
@@ -86,9 +87,18 @@ func userOf(origin spec.ServerName, userID string) error {
 	return nil
 }
 
-// memberOf checks that userID, a user of origin, is joined to roomID.
+// memberOf checks that userID, a user of origin, is joined to roomID, and
+// that the room's server ACL lets origin in (client-server spec §"Server
+// Access Control Lists": typing and receipts are refused like events).
 func (s *Service) memberOf(ctx context.Context, origin spec.ServerName, roomID, userID string) error {
 	if err := userOf(origin, userID); err != nil {
+		return err
+	}
+	if err := s.checkACL(ctx, roomID, origin); err != nil {
+		var denied *httputil.Error
+		if errors.As(err, &denied) {
+			return dropEDU("%s: %s", roomID, denied.Message)
+		}
 		return err
 	}
 	joined, err := s.db.IsJoined(ctx, roomID, userID)

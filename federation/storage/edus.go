@@ -237,15 +237,27 @@ func (d *Database) ApplyRemoteDeviceUpdate(ctx context.Context, u RemoteDeviceUp
 	return outcome, changeSeq, nil
 }
 
+// ErrOlderThanCache: a fetched device list predates updates already
+// applied; it is not stored, and the cached list stays stale.
+var ErrOlderThanCache = errors.New("device list is older than the updates already applied")
+
 // ReplaceRemoteDeviceList stores a whole device list fetched from the
 // user's server (GET /user/devices) and returns the change number.
 func (d *Database) ReplaceRemoteDeviceList(ctx context.Context, l RemoteDeviceList) (changeSeq int64, err error) {
 	err = d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `INSERT INTO federation_remote_device_users
+		// The upsert locks the user's row first, so an update applied
+		// concurrently either precedes this list (and is refused by the
+		// WHERE) or follows it.
+		err := tx.QueryRowContext(ctx, `INSERT INTO federation_remote_device_users
 			(user_id, stream_id, stale, master_key, self_signing_key, change_seq) VALUES ($1, $2, FALSE, $3, $4, 1)
 			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = FALSE, master_key = excluded.master_key,
 			self_signing_key = excluded.self_signing_key, change_seq = federation_remote_device_users.change_seq + 1
-			RETURNING change_seq`, l.UserID, l.StreamID, string(l.MasterKey), string(l.SelfSigningKey)).Scan(&changeSeq); err != nil {
+			WHERE federation_remote_device_users.stream_id <= excluded.stream_id
+			RETURNING change_seq`, l.UserID, l.StreamID, string(l.MasterKey), string(l.SelfSigningKey)).Scan(&changeSeq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrOlderThanCache
+		}
+		if err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM federation_remote_devices WHERE user_id = $1`, l.UserID); err != nil {

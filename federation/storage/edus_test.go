@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -107,6 +108,10 @@ func TestRemoteDeviceListCache(t *testing.T) {
 			Devices: []RemoteDevice{{DeviceID: "D2"}, {DeviceID: "D3", Keys: []byte(`{"k":3}`)}}}
 		if !reflect.DeepEqual(l, want) {
 			t.Fatalf("list = %+v\nwant %+v", l, want)
+		}
+		// A fetched list older than what was applied is refused.
+		if _, err := d.ReplaceRemoteDeviceList(ctx, RemoteDeviceList{UserID: user, StreamID: 6}); !errors.Is(err, ErrOlderThanCache) {
+			t.Fatalf("replacing with an older list: %v", err)
 		}
 		if seq, err := d.SetRemoteCrossSigningKeys(ctx, user, nil, []byte(`{"s":1}`)); err != nil || seq != 5 {
 			t.Fatalf("cross-signing: seq %d, %v", seq, err)
