@@ -542,11 +542,13 @@ func TestRoomBadInput(t *testing.T) {
 		{"createRoom invalid alias name", alice, "POST", v3 + "/createRoom", map[string]any{"room_alias_name": "a:b"}, 400, "M_INVALID_PARAM"},
 		{"createRoom 3pid invite", alice, "POST", v3 + "/createRoom", map[string]any{"invite_3pid": []map[string]string{{"medium": "email", "address": "a@b.c", "id_server": "x"}}}, 400, "M_INVALID_PARAM"},
 		{"invite without user_id", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{}, 400, "M_MISSING_PARAM"},
-		{"invite user of another server", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{"user_id": "@bob:example.org"}, 400, "M_INVALID_PARAM"},
+		// Federation is on: a user or alias of a server that cannot be
+		// reached (.invalid never resolves) is a bad gateway.
+		{"invite user of an unreachable server", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{"user_id": "@bob:nowhere.invalid"}, 502, "M_UNKNOWN"},
 		{"leave unknown room", alice, "POST", v3 + "/rooms/" + pathEsc(unknown) + "/leave", map[string]any{}, 404, "M_NOT_FOUND"},
 		{"leave a room one was never in", eve, "POST", v3 + "/rooms/" + pathEsc(room) + "/leave", map[string]any{}, 403, "M_FORBIDDEN"},
 		{"knock on a public room", eve, "POST", v3 + "/knock/" + pathEsc(room), map[string]any{}, 403, "M_FORBIDDEN"},
-		{"join alias of another server", alice, "POST", v3 + "/join/" + pathEsc("#a:example.org"), map[string]any{}, 404, "M_NOT_FOUND"},
+		{"join alias of an unreachable server", alice, "POST", v3 + "/join/" + pathEsc("#a:nowhere.invalid"), map[string]any{}, 502, "M_UNKNOWN"},
 		{"invite invalid user", alice, "POST", v3 + "/rooms/" + pathEsc(room) + "/invite", map[string]any{"user_id": "bob"}, 400, "M_INVALID_PARAM"},
 		{"members bad filter", alice, "GET", v3 + "/rooms/" + pathEsc(room) + "/members?membership=friend", nil, 400, "M_INVALID_PARAM"},
 		{"unknown event", alice, "GET", v3 + "/rooms/" + pathEsc(room) + "/event/" + pathEsc("$nope"), nil, 404, "M_NOT_FOUND"},

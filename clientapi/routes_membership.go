@@ -126,9 +126,17 @@ func (s *Server) handleKnock(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	roomID, servers, err := s.resolveJoinTarget(r.Context(), r, idOrAlias)
 	if err != nil {
 		httputil.WriteError(w, r, err)
+		return
+	}
+	if handled, err := s.knockRemotely(r.Context(), roomID, servers, body.Reason); handled {
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		httputil.WriteJSON(w, http.StatusOK, roomIDResponse{RoomID: roomID})
 		return
 	}
 	caller := httputil.CallerFrom(r.Context()).UserID

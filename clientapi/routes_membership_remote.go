@@ -72,6 +72,24 @@ func (s *Server) joinRemotely(ctx context.Context, roomID string, servers []stri
 	return true, s.federation.PerformJoin(ctx, roomID, caller, servers, content)
 }
 
+// knockRemotely knocks on a room this server is not in through other
+// servers; handled says whether it did (or failed trying).
+func (s *Server) knockRemotely(ctx context.Context, roomID string, servers []string, reason string) (handled bool, err error) {
+	if s.federation == nil {
+		return false, nil
+	}
+	remote, err := s.federation.NeedsRemoteJoin(ctx, roomID)
+	if err != nil || !remote {
+		return err != nil, err
+	}
+	caller := httputil.CallerFrom(ctx).UserID
+	content, err := s.memberContent(ctx, caller, visibility.Knock, reason)
+	if err != nil {
+		return true, err
+	}
+	return true, s.federation.PerformKnock(ctx, roomID, caller, servers, content)
+}
+
 // leaveRemotely rejects a remote invite or leaves a room as this server's
 // last member through another server; handled is false when a local
 // leave event is the way.

@@ -27,11 +27,12 @@ type syncer struct {
 	since    string
 	timeline map[id.EventID]*event.Event
 	invited  map[id.RoomID]bool
+	knocked  map[id.RoomID]bool
 	left     map[id.RoomID]bool
 }
 
 func newSyncer(t *testing.T, cli *mautrix.Client) *syncer {
-	return &syncer{t: t, cli: cli, timeline: map[id.EventID]*event.Event{}, invited: map[id.RoomID]bool{}, left: map[id.RoomID]bool{}}
+	return &syncer{t: t, cli: cli, timeline: map[id.EventID]*event.Event{}, invited: map[id.RoomID]bool{}, knocked: map[id.RoomID]bool{}, left: map[id.RoomID]bool{}}
 }
 
 // waitFor syncs until cond holds (or fails the test after 30s).
@@ -59,6 +60,9 @@ func (s *syncer) waitFor(what string, cond func() bool) {
 		}
 		for roomID := range resp.Rooms.Invite {
 			s.invited[roomID] = true
+		}
+		for roomID := range resp.Rooms.Knock {
+			s.knocked[roomID] = true
 		}
 		for roomID, r := range resp.Rooms.Leave {
 			s.left[roomID] = true
@@ -261,6 +265,31 @@ func TestFederatedMembershipAndHistory(t *testing.T) {
 			err := alice.StateEvent(ctx, private.RoomID, event.StateMember, erin.UserID.String(), &content)
 			return err == nil && content.Membership == event.MembershipLeave
 		})
+	})
+
+	t.Run("knock from B, let in by invite", func(t *testing.T) {
+		knockRoom, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+			Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dave.KnockRoom(ctx, knockRoom.RoomID.String(), &mautrix.ReqKnockRoom{Via: []string{a.ServerName}, Reason: "let me in"}); err != nil {
+			t.Fatalf("dave knocks: %v", err)
+		}
+		daveSync.waitFor("the knock", func() bool { return daveSync.knocked[knockRoom.RoomID] })
+		var content event.MemberEventContent
+		if err := alice.StateEvent(ctx, knockRoom.RoomID, event.StateMember, dave.UserID.String(), &content); err != nil || content.Membership != event.MembershipKnock {
+			t.Fatalf("dave's membership at A: %+v %v", content, err)
+		}
+		if _, err := alice.InviteUser(ctx, knockRoom.RoomID, &mautrix.ReqInviteUser{UserID: dave.UserID}); err != nil {
+			t.Fatalf("invite after the knock: %v", err)
+		}
+		daveSync.waitFor("the invite", func() bool { return daveSync.invited[knockRoom.RoomID] })
+		if _, err := dave.JoinRoomByID(ctx, knockRoom.RoomID); err != nil {
+			t.Fatalf("dave joins: %v", err)
+		}
+		waitSameState(t, knockRoom.RoomID, alice, dave)
 	})
 
 	t.Run("C down, A and B go on, C catches up", func(t *testing.T) {

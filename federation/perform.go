@@ -369,18 +369,9 @@ func (s *Service) PerformInvite(ctx context.Context, roomID, inviterUserID, invi
 	if err := gomatrixserverlib.Allowed(ev, &provider, userIDForSender); err != nil {
 		return httputil.Forbidden("%v", err)
 	}
-	tuples := make([]gomatrixserverlib.StateKeyTuple, 0, len(strippedStateTypes)+1)
-	for _, t := range strippedStateTypes {
-		tuples = append(tuples, gomatrixserverlib.StateKeyTuple{EventType: t})
-	}
-	tuples = append(tuples, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomMember, StateKey: inviterUserID})
-	current, err := s.rooms.QueryCurrentState(ctx, roomID, tuples)
+	stripped, err := s.strippedState(ctx, roomID, inviterUserID)
 	if err != nil {
 		return err
-	}
-	stripped := make([]gomatrixserverlib.InviteStrippedState, 0, len(current))
-	for _, e := range current {
-		stripped = append(stripped, gomatrixserverlib.NewInviteStrippedState(e))
 	}
 	req, err := fclient.NewInviteV2Request(ev, stripped)
 	if err != nil {
@@ -407,6 +398,93 @@ func (s *Service) PerformInvite(ctx context.Context, roomID, inviterUserID, invi
 		return httputil.Forbidden("The invite could not be stored: %s", r.Error)
 	}
 	return nil
+}
+
+// strippedState is the room's stripped state for an invitee or a knocker,
+// with the membership of member (the inviter) if given.
+func (s *Service) strippedState(ctx context.Context, roomID, member string) ([]gomatrixserverlib.InviteStrippedState, error) {
+	tuples := make([]gomatrixserverlib.StateKeyTuple, 0, len(strippedStateTypes)+1)
+	for _, t := range strippedStateTypes {
+		tuples = append(tuples, gomatrixserverlib.StateKeyTuple{EventType: t})
+	}
+	if member != "" {
+		tuples = append(tuples, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomMember, StateKey: member})
+	}
+	current, err := s.rooms.QueryCurrentState(ctx, roomID, tuples)
+	if err != nil {
+		return nil, err
+	}
+	stripped := make([]gomatrixserverlib.InviteStrippedState, 0, len(current))
+	for _, e := range current {
+		stripped = append(stripped, gomatrixserverlib.NewInviteStrippedState(e))
+	}
+	return stripped, nil
+}
+
+// knockVersions are the room versions offered to make_knock: those this
+// server supports whose auth rules have knocking (room versions §v7 added
+// it, so 1 to 6 are left out).
+func knockVersions() []gomatrixserverlib.RoomVersion {
+	var out []gomatrixserverlib.RoomVersion
+	for v := range gomatrixserverlib.StableRoomVersions() {
+		switch v {
+		case gomatrixserverlib.RoomVersionV1, gomatrixserverlib.RoomVersionV2, gomatrixserverlib.RoomVersionV3,
+			gomatrixserverlib.RoomVersionV4, gomatrixserverlib.RoomVersionV5, gomatrixserverlib.RoomVersionV6:
+		default:
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// PerformKnock implements fedapi.MembershipAPI (server-server spec
+// §"Knocking upon a room").
+func (s *Service) PerformKnock(ctx context.Context, roomID, userID string, serverNames []string, content json.RawMessage) error {
+	servers := s.candidates(serverNames)
+	if len(servers) == 0 {
+		return httputil.NotFound("No server to knock on %s through is known; give server_name", roomID)
+	}
+	var lastErr error
+	for _, srv := range servers {
+		res, err := s.client.MakeKnock(ctx, s.serverName, srv, roomID, userID, knockVersions())
+		if err != nil {
+			lastErr = remoteError(srv, err)
+			continue
+		}
+		verImpl, err := gomatrixserverlib.GetRoomVersion(res.RoomVersion)
+		if err != nil || res.RoomVersion == gomatrixserverlib.RoomVersionPseudoIDs {
+			lastErr = httputil.NewError(http.StatusBadGateway, "M_UNKNOWN", "%s offered unsupported room version %q", srv, res.RoomVersion)
+			continue
+		}
+		proto := res.KnockEvent
+		proto.Type, proto.RoomID, proto.SenderID, proto.StateKey, proto.Redacts = spec.MRoomMember, roomID, userID, &userID, ""
+		fields := map[string]any{}
+		if len(content) > 0 {
+			_ = json.Unmarshal(content, &fields)
+		}
+		fields["membership"] = spec.Knock
+		if err := proto.SetContent(fields); err != nil {
+			return err
+		}
+		ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), s.serverName, s.keyID, s.privateKey)
+		if err != nil {
+			lastErr = httputil.NewError(http.StatusBadGateway, "M_UNKNOWN", "%s sent an unusable knock template: %v", srv, err)
+			continue
+		}
+		sent, err := s.client.SendKnock(ctx, s.serverName, srv, ev)
+		if err != nil {
+			lastErr = remoteError(srv, err)
+			continue
+		}
+		// The sync API shows the room's stripped state from here
+		// (client-server spec §"Knocking on rooms": knock_state).
+		stored, err := ev.SetUnsigned(map[string]any{"knock_room_state": sent.KnockRoomState})
+		if err != nil {
+			return err
+		}
+		return s.rooms.StoreRemoteMembership(ctx, res.RoomVersion, stored)
+	}
+	return lastErr
 }
 
 // LookupRoomAlias implements fedapi.MembershipAPI.

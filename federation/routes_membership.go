@@ -63,12 +63,17 @@ func (s *Service) handleMakeJoin(w http.ResponseWriter, r *http.Request) {
 	s.makeMembership(w, r, spec.Join)
 }
 
+// handleMakeKnock serves GET /_matrix/federation/v1/make_knock/{roomId}/{userId}.
+func (s *Service) handleMakeKnock(w http.ResponseWriter, r *http.Request) {
+	s.makeMembership(w, r, spec.Knock)
+}
+
 // handleMakeLeave serves GET /_matrix/federation/v1/make_leave/{roomId}/{userId}.
 func (s *Service) handleMakeLeave(w http.ResponseWriter, r *http.Request) {
 	s.makeMembership(w, r, spec.Leave)
 }
 
-// makeMembership answers make_join and make_leave: a template of the
+// makeMembership answers make_join, make_knock and make_leave: a template of the
 // membership event on this server's forward extremities and state, which
 // must pass the auth rules for the user (otherwise 403).
 func (s *Service) makeMembership(w http.ResponseWriter, r *http.Request, membership string) {
@@ -89,9 +94,9 @@ func (s *Service) makeMembership(w http.ResponseWriter, r *http.Request, members
 		httputil.WriteError(w, r, err)
 		return
 	}
-	if membership == spec.Join {
-		// The joining server lists the versions it supports; none means
-		// version 1 only.
+	if membership != spec.Leave {
+		// The joining (knocking) server lists the versions it supports;
+		// none means version 1 only.
 		vers := r.URL.Query()["ver"]
 		if len(vers) == 0 {
 			vers = []string{"1"}
@@ -245,6 +250,32 @@ func (s *Service) handleSendLeave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httputil.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// handleSendKnock serves PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}:
+// the knock is stored and answered with the room's stripped state, for
+// the knocking user's client.
+func (s *Service) handleSendKnock(w http.ResponseWriter, r *http.Request) {
+	roomID, verImpl, err := s.residentRoom(r)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	ev, err := s.membershipEvent(r, verImpl, roomID, spec.Knock)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	if err := s.storeMembership(r, roomID, ev); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	stripped, err := s.strippedState(r.Context(), roomID, "")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped})
 }
 
 // handleInvite serves PUT /_matrix/federation/v2/invite/{roomId}/{eventId}:

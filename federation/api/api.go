@@ -25,6 +25,10 @@ type MembershipAPI interface {
 	// join, send_join (v2), check the answer's signatures and auth, and
 	// store the room's state and the join in the roomserver.
 	PerformJoin(ctx context.Context, roomID, userID string, serverNames []string, content json.RawMessage) error
+	// PerformKnock knocks on a room this server is not in through the
+	// first of serverNames that answers (make_knock, send_knock) and
+	// records the knock with the room's stripped state.
+	PerformKnock(ctx context.Context, roomID, userID string, serverNames []string, content json.RawMessage) error
 	// PerformLeave handles a local user's leave of a room whose state is
 	// not (or may not be) current here: rejecting a remote invite, or
 	// leaving a remote room as the server's last member, by make_leave and
