@@ -38,6 +38,9 @@ func (s *Service) routes(r chi.Router) {
 		// Spec: server-server §"Joining Rooms".
 		r.Get("/_matrix/federation/v1/make_join/{roomID}/{userID}", s.handleMakeJoin)
 		r.Put("/_matrix/federation/v2/send_join/{roomID}/{eventID}", s.handleSendJoin)
+		// Spec: server-server §"Knocking upon a room".
+		r.Get("/_matrix/federation/v1/make_knock/{roomID}/{userID}", s.handleMakeKnock)
+		r.Put("/_matrix/federation/v1/send_knock/{roomID}/{eventID}", s.handleSendKnock)
 		// Spec: server-server §"Inviting to a room".
 		r.Put("/_matrix/federation/v2/invite/{roomID}/{eventID}", s.handleInvite)
 		// Spec: server-server §"Leaving Rooms (Rejecting Invites)".
