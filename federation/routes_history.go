@@ -28,7 +28,8 @@ const (
 // checkRoomAccess lets origin read a room's history here if the ACL does
 // not deny it and it has a member in the room, or the room is
 // world_readable, or it is shared and origin had members in it before.
-// (Events are not filtered one by one by the visibility at each event.)
+// Events returned by /event, /backfill and /get_missing_events are then
+// filtered one by one (filterForServer); state answers are not.
 func (s *Service) checkRoomAccess(ctx context.Context, roomID string, origin spec.ServerName) error {
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return httputil.InvalidParam("Invalid room ID %q", roomID)
@@ -135,7 +136,12 @@ func (s *Service) handleGetEvent(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, httputil.NotFound("Event %s is not known here", eventID))
 		return
 	}
-	if err := s.checkRoomAccess(ctx, evs[0].RoomID().String(), OriginFrom(ctx)); err != nil {
+	roomID := evs[0].RoomID().String()
+	if err := s.checkRoomAccess(ctx, roomID, OriginFrom(ctx)); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	if evs, err = s.filterForServer(ctx, roomID, OriginFrom(ctx), evs); err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
@@ -191,6 +197,9 @@ func (s *Service) handleBackfill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	evs, err := s.rooms.QueryBackfill(ctx, roomID, from, min(limit, maxBackfill))
+	if err == nil {
+		evs, err = s.filterForServer(ctx, roomID, OriginFrom(ctx), evs)
+	}
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
@@ -229,11 +238,48 @@ func (s *Service) handleGetMissingEvents(w http.ResponseWriter, r *http.Request)
 		limit = min(max(*body.Limit, 1), maxMissingEvents)
 	}
 	evs, err := s.rooms.QueryMissingEvents(ctx, roomID, body.EarliestEvents, body.LatestEvents, limit, body.MinDepth)
+	if err == nil {
+		evs, err = s.filterForServer(ctx, roomID, OriginFrom(ctx), evs)
+	}
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
 	}
 	httputil.WriteJSON(w, http.StatusOK, map[string]any{"events": eventJSONs(evs)})
+}
+
+// filterForServer replaces the events origin may not see (by the history
+// visibility at each) with their redacted form, which keeps the DAG whole
+// for it without their content.
+func (s *Service) filterForServer(ctx context.Context, roomID string, origin spec.ServerName, evs []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	if len(evs) == 0 {
+		return evs, nil
+	}
+	visible, err := s.rooms.QueryServerVisibility(ctx, roomID, string(origin), eventIDs(evs))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]gomatrixserverlib.PDU, 0, len(evs))
+	for _, ev := range evs {
+		if visible[ev.EventID()] || ev.Redacted() {
+			out = append(out, ev)
+			continue
+		}
+		verImpl, err := gomatrixserverlib.GetRoomVersion(ev.Version())
+		if err != nil {
+			return nil, err
+		}
+		redacted, err := verImpl.RedactEventJSON(ev.JSON())
+		if err != nil {
+			return nil, err
+		}
+		copyEv, err := verImpl.NewEventFromTrustedJSONWithEventID(ev.EventID(), redacted, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, copyEv)
+	}
+	return out, nil
 }
 
 // writeTransaction answers with the spec's Transaction shape.

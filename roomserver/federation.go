@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -545,4 +546,80 @@ func (s *Service) QueryForwardExtremities(ctx context.Context, roomID string) ([
 		}
 	})
 	return out, err
+}
+
+// QueryServerVisibility implements api.FederationMembershipAPI. The state
+// before each event is read once per distinct snapshot; an outlier with no
+// state of its own is judged by the room's current state.
+func (s *Service) QueryServerVisibility(ctx context.Context, roomID, serverName string, eventIDs []string) (map[string]bool, error) {
+	room, verImpl, err := s.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.SelectEventsByID(ctx, s.db.DB, eventIDs)
+	if err != nil {
+		return nil, err
+	}
+	r := s.reader(room, verImpl)
+	bySnapshot := map[int64]bool{}
+	out := make(map[string]bool, len(rows))
+	for _, row := range rows {
+		if row.RoomNID != room.NID || row.Rejected {
+			continue
+		}
+		seq := row.StateBefore
+		if row.Outlier && row.StateAfter == 0 {
+			seq = room.Snapshot
+		}
+		visible, ok := bySnapshot[seq]
+		if !ok {
+			if visible, err = s.serverSeesAt(ctx, r, room.NID, seq, serverName); err != nil {
+				return nil, err
+			}
+			bySnapshot[seq] = visible
+		}
+		out[row.EventID] = visible
+	}
+	return out, nil
+}
+
+// serverSeesAt applies the history visibility of a state to a server.
+func (s *Service) serverSeesAt(ctx context.Context, r *batch, roomNID, seq int64, serverName string) (bool, error) {
+	state, _, err := loadSnapshot(ctx, s.db, s.db.DB, roomNID, seq)
+	if err != nil {
+		return false, err
+	}
+	visibility := gomatrixserverlib.HistoryVisibilityShared
+	if nid, ok := state[tuple{EventType: spec.MRoomHistoryVisibility}]; ok {
+		evs, err := r.eventsByNID(ctx, []int64{nid})
+		if err != nil {
+			return false, err
+		}
+		if e := evs[nid]; e != nil {
+			if v, err := e.pdu.HistoryVisibility(); err == nil {
+				visibility = v
+			}
+		}
+	}
+	if visibility == gomatrixserverlib.HistoryVisibilityShared || visibility == gomatrixserverlib.HistoryVisibilityWorldReadable {
+		return true, nil
+	}
+	suffix := ":" + serverName
+	var nids []int64
+	for t, nid := range state {
+		if t.EventType == spec.MRoomMember && strings.HasSuffix(t.StateKey, suffix) {
+			nids = append(nids, nid)
+		}
+	}
+	evs, err := r.eventsByNID(ctx, nids)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range evs {
+		m, err := e.pdu.Membership()
+		if err == nil && (m == spec.Join || (m == spec.Invite && visibility == gomatrixserverlib.HistoryVisibilityInvited)) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -297,3 +297,29 @@ func TestRemoteInviteMakesStubRoom(t *testing.T) {
 		}
 	})
 }
+
+func TestServerVisibility(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, dbURL string) {
+		ctx := context.Background()
+		remote := newRemote(t)
+		local := newHarness(t, dbURL)
+		alice := "@alice:" + remoteServer
+		roomID := remote.createRoom(gomatrixserverlib.RoomVersionV10, alice, "public", nil)
+		remote.mustSend(roomID, alice, "m.room.history_visibility", strp(""), map[string]any{"history_visibility": "joined"})
+		before := remote.mustSend(roomID, alice, "m.room.message", nil, map[string]any{"body": "before"})
+		remoteJoin(t, remote, local, roomID, user("bob"))
+		after := remote.mustSend(roomID, alice, "m.room.message", nil, map[string]any{"body": "after"})
+
+		seen, err := remote.rs.QueryServerVisibility(ctx, roomID, testServer, []string{before, after, "$unknown"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != 2 || seen[before] || !seen[after] {
+			t.Fatalf("visibility for the joining server: %v", seen)
+		}
+		seen, err = remote.rs.QueryServerVisibility(ctx, roomID, remoteServer, []string{before, after})
+		if err != nil || !seen[before] || !seen[after] {
+			t.Fatalf("visibility for the room's own server: %v %v", seen, err)
+		}
+	})
+}

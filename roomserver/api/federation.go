@@ -49,6 +49,14 @@ type FederationMembershipAPI interface {
 	// QueryServerInRoom counts a server's users currently joined to the
 	// room, and says whether it had one that has since left or was banned.
 	QueryServerInRoom(ctx context.Context, roomID, serverName string) (*ServerInRoom, error)
+	// QueryServerVisibility says which of the room's events a server may
+	// see (server-server spec §"Backfilling and retrieving missing
+	// events", with the history visibility rules of client-server spec
+	// §"Room History Visibility" applied to a server's users): all with
+	// shared or world_readable visibility before the event; with joined
+	// (invited) visibility only if one of its users was joined (or
+	// invited) then. Events not stored here are left out.
+	QueryServerVisibility(ctx context.Context, roomID, serverName string, eventIDs []string) (map[string]bool, error)
 	// QueryForwardExtremities returns the room's forward extremities
 	// (none for a stub room).
 	QueryForwardExtremities(ctx context.Context, roomID string) ([]gomatrixserverlib.PDU, error)
