@@ -35,9 +35,9 @@ func (s *Service) StoreRemoteMembership(ctx context.Context, roomVersion gomatri
 	return s.submit(ctx, event.RoomID().String(), t)
 }
 
-// remoteMembership runs a taskJoin or taskRemoteMembership, creating the
+// membershipBatch runs a taskJoin or taskRemoteMembership, creating the
 // room (unknown here so far) in the transaction if needed.
-func (s *Service) remoteMembership(ctx context.Context, tx *sql.Tx, rs *roomState, t *task) (*batch, error) {
+func (s *Service) membershipBatch(ctx context.Context, tx *sql.Tx, rs *roomState, t *task) (*batch, error) {
 	if rs == nil {
 		verImpl, err := gomatrixserverlib.GetRoomVersion(t.version)
 		if err != nil || t.version == gomatrixserverlib.RoomVersionPseudoIDs {
@@ -362,7 +362,6 @@ func (s *Service) BuildEventTemplate(ctx context.Context, proto *gomatrixserverl
 		return "", nil, api.ErrRoomNotFound
 	}
 	depth := int64(1)
-	proto.PrevEvents = nil
 	var prevIDs []string
 	for _, p := range prevs {
 		prevIDs = append(prevIDs, p.id)

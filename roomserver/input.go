@@ -178,7 +178,7 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 	case taskCreate:
 		b, err = s.createRoom(ctx, tx, work[0])
 	case taskJoin, taskRemoteMembership:
-		b, err = s.remoteMembership(ctx, tx, rs, work[0])
+		b, err = s.membershipBatch(ctx, tx, rs, work[0])
 	default:
 		b = newBatch(s, tx, rs)
 		err = b.run(ctx, work)
