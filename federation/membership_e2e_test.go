@@ -381,6 +381,38 @@ func TestFederatedMembershipAndHistory(t *testing.T) {
 		if status != http.StatusOK || !strings.Contains(string(body), "hello from B") {
 			t.Fatalf("event: %d %s", status, body)
 		}
+		status, body = do(t, ca, signedRequest(t, bID, aName, "GET",
+			"/_matrix/federation/v1/state/"+url.PathEscape(roomID.String())+"?event_id="+url.QueryEscape(latest.String()), nil))
+		var full struct {
+			PDUs      []json.RawMessage `json:"pdus"`
+			AuthChain []json.RawMessage `json:"auth_chain"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &full) != nil || len(full.PDUs) != len(ids.PDUIDs) || len(full.AuthChain) != len(ids.AuthIDs) {
+			t.Fatalf("state: %d %.300s", status, body)
+		}
+		status, body = do(t, ca, signedRequest(t, bID, aName, "GET",
+			"/_matrix/federation/v1/event_auth/"+url.PathEscape(roomID.String())+"/"+url.PathEscape(m2.String()), nil))
+		if status != http.StatusOK || !strings.Contains(string(body), `"m.room.create"`) {
+			t.Fatalf("event_auth: %d %.300s", status, body)
+		}
+		// Bad input is refused, not answered.
+		for _, bad := range []struct {
+			method, path string
+			body         any
+			status       int
+		}{
+			{"GET", "/_matrix/federation/v1/backfill/" + url.PathEscape(roomID.String()) + "?limit=5", nil, http.StatusBadRequest},
+			{"GET", "/_matrix/federation/v1/backfill/" + url.PathEscape(roomID.String()) + "?limit=x&v=" + url.QueryEscape(latest.String()), nil, http.StatusBadRequest},
+			{"GET", "/_matrix/federation/v1/state_ids/" + url.PathEscape(roomID.String()), nil, http.StatusBadRequest},
+			{"GET", "/_matrix/federation/v1/state_ids/" + url.PathEscape(roomID.String()) + "?event_id=%24nope", nil, http.StatusNotFound},
+			{"POST", "/_matrix/federation/v1/get_missing_events/" + url.PathEscape(roomID.String()), map[string]any{"latest_events": []string{}}, http.StatusBadRequest},
+			{"GET", "/_matrix/federation/v1/event/%24nope", nil, http.StatusNotFound},
+			{"GET", "/_matrix/federation/v1/state_ids/" + url.PathEscape("!nope:"+a.ServerName) + "?event_id=%24x", nil, http.StatusNotFound},
+		} {
+			if status, body := do(t, ca, signedRequest(t, bID, aName, bad.method, bad.path, bad.body)); status != bad.status {
+				t.Errorf("%s %s: %d %s, want %d", bad.method, bad.path, status, body, bad.status)
+			}
+		}
 	})
 
 	t.Run("B's last member leaves", func(t *testing.T) {
