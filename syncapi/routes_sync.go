@@ -106,11 +106,7 @@ func (s *Service) sync(ctx context.Context, req *syncRequest, timeout time.Durat
 	defer timer.Stop()
 	for {
 		wake, stop := s.notifier.Listen(req.userID)
-		cur, err := s.currentToken(ctx)
-		if err != nil {
-			stop()
-			return nil, err
-		}
+		cur, _ := s.currentToken(ctx)
 		resp, err := s.buildSync(ctx, req, cur)
 		if err != nil {
 			stop()

@@ -126,21 +126,13 @@ const (
 var strippedStateTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
 	"m.room.topic", "m.room.canonical_alias", "m.room.encryption"}
 
-// currentToken reads the newest position of every stream.
-func (s *Service) currentToken(ctx context.Context) (StreamToken, error) {
-	p, err := s.db.CurrentPositions(ctx)
-	if err != nil {
-		return StreamToken{}, err
-	}
-	dl, err := s.db.DeviceListPosition(ctx)
-	if err != nil {
-		return StreamToken{}, err
-	}
-	pp, err := s.db.PresencePosition(ctx)
-	if err != nil {
-		return StreamToken{}, err
-	}
-	return StreamToken{Events: p.Events, AccountData: p.AccountData, Receipts: p.Receipts, Typing: s.typing.Position(), ToDevice: p.ToDevice, DeviceLists: dl, Presence: pp}, nil
+// currentToken is the newest position of every stream. The positions are
+// kept in memory (storage.LatestPositions), so it never fails; the error
+// result keeps the callers' shape from when it was a query.
+func (s *Service) currentToken(context.Context) (StreamToken, error) {
+	p := s.db.LatestPositions()
+	return StreamToken{Events: p.Events, AccountData: p.AccountData, Receipts: p.Receipts, Typing: s.typing.Position(),
+		ToDevice: p.ToDevice, DeviceLists: p.DeviceLists, Presence: p.Presence}, nil
 }
 
 // buildSync computes the response for req as of the positions in cur.

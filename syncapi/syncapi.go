@@ -42,6 +42,9 @@ type Service struct {
 	presence *presenceTracker
 	// edus carries ephemeral data to and from other servers (edus.go).
 	edus *eduBridge
+	// backfill fetches history from other servers for /messages
+	// (backfill.go); nil without federation.
+	backfill *backfiller
 
 	// acked remembers, per "user|device", the to-device position already
 	// deleted, so repeated syncs with the same since do not rewrite.
@@ -132,6 +135,7 @@ func (s *Service) storeAndNotify(ctx context.Context, ne *storage.NewEvent) erro
 		s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)
 		extra = append(extra, c.UserID)
 	}
+	s.db.PublishEvents(res.Position)
 	if !ne.SoftFailed || len(extra) > 0 {
 		s.notifier.WakeRoom(ne.RoomID, extra...)
 	}

@@ -40,6 +40,7 @@ func (d *DB) MigrateDeviceLists(ctx context.Context) error {
 // update number streamID. A redelivered or older update (streamID not
 // above the stored one) changes nothing and returns applied false.
 func (d *DB) RecordDeviceListChange(ctx context.Context, userID string, streamID int64) (applied bool, err error) {
+	var pos int64
 	err = d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		var stored int64
 		err := tx.QueryRowContext(ctx, `SELECT stream_id FROM syncapi_device_list_changes WHERE user_id = $1`, userID).Scan(&stored)
@@ -49,8 +50,7 @@ func (d *DB) RecordDeviceListChange(ctx context.Context, userID string, streamID
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("read device-list change: %w", err)
 		}
-		pos, err := nextPosition(ctx, tx, StreamDeviceLists)
-		if err != nil {
+		if pos, err = nextPosition(ctx, tx, StreamDeviceLists); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `
@@ -61,6 +61,9 @@ ON CONFLICT (user_id) DO UPDATE SET position = excluded.position, stream_id = ex
 		applied = true
 		return nil
 	})
+	if err == nil && applied {
+		advance(&d.pos.deviceLists, pos)
+	}
 	return applied, err
 }
 

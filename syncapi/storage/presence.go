@@ -44,6 +44,9 @@ func (d *DB) PutPresences(ctx context.Context, ps []Presence) (int64, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		advance(&d.pos.presence, pos)
+	}
 	return pos, err
 }
 

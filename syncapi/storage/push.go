@@ -149,7 +149,8 @@ func (d *DB) PushRulesFor(ctx context.Context, userIDs []string) (map[string][]b
 // the merged ruleset as the m.push_rules account data the client sees in
 // /sync (client-server spec §"Push Rules: Events").
 func (d *DB) PutPushRules(ctx context.Context, userID string, oldVersion int64, rules, accountData []byte) error {
-	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+	var pos int64
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		var res sql.Result
 		var err error
 		if oldVersion == 0 {
@@ -165,8 +166,7 @@ func (d *DB) PutPushRules(ctx context.Context, userID string, oldVersion int64, 
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrConflict
 		}
-		pos, err := nextPosition(ctx, tx, StreamAccountData)
-		if err != nil {
+		if pos, err = nextPosition(ctx, tx, StreamAccountData); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_account_data (user_id, room_id, type, content, position)
@@ -175,6 +175,10 @@ func (d *DB) PutPushRules(ctx context.Context, userID string, oldVersion int64, 
 			userID, string(accountData), pos)
 		return err
 	})
+	if err == nil {
+		advance(&d.pos.accountData, pos)
+	}
+	return err
 }
 
 // Notification is one event a user was notified about.

@@ -119,7 +119,8 @@ CREATE TABLE syncapi_filters (
 
 // DB is the sync API's database.
 type DB struct {
-	db *sqlutil.DB
+	db  *sqlutil.DB
+	pos streamPositions
 }
 
 // Open runs the sync API's migrations on db and returns its storage.
@@ -133,7 +134,11 @@ func Open(ctx context.Context, db *sqlutil.DB) (*DB, error) {
 	if err := migratePush(ctx, db); err != nil {
 		return nil, err
 	}
-	return &DB{db: db}, nil
+	d := &DB{db: db}
+	if err := d.loadPositions(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // Positions are the newest position of every stored stream.

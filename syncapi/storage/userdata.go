@@ -36,6 +36,7 @@ func (d *DB) PutAccountData(ctx context.Context, userID, roomID, dataType string
 	if err != nil {
 		return 0, fmt.Errorf("put account data: %w", err)
 	}
+	advance(&d.pos.accountData, pos)
 	return pos, nil
 }
 
@@ -102,6 +103,7 @@ func (d *DB) PutReceipt(ctx context.Context, r Receipt) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("put receipt: %w", err)
 	}
+	advance(&d.pos.receipts, pos)
 	return pos, nil
 }
 
@@ -171,6 +173,7 @@ func (d *DB) QueueToDevice(ctx context.Context, sender, senderDevice, txnID stri
 	if err != nil {
 		return 0, false, fmt.Errorf("queue to-device: %w", err)
 	}
+	advance(&d.pos.toDevice, pos)
 	return pos, duplicate, nil
 }
 
