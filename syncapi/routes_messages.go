@@ -126,6 +126,12 @@ func (s *Service) messages(r *http.Request) (*messagesResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c, ok, err := parseBackfillToken(q.Get("from")); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return s.messagesInBackfill(ctx, roomID, dir, c, limit, f, cur.Events)
+	}
 	from := cur.Events
 	if dir == "f" {
 		from = 0
@@ -154,6 +160,9 @@ func (s *Service) messages(r *http.Request) (*messagesResponse, error) {
 		evs, more, err = s.scan(ctx, roomID, vis, max(to, 0), from, true, limit, f)
 		if err == nil && more && len(evs) > 0 {
 			resp.End = paginationToken(evs[len(evs)-1].Position - 1)
+		}
+		if err == nil && !more && to < 0 {
+			evs, resp.End, err = s.continueIntoBackfill(ctx, roomID, vis, evs, limit, f)
 		}
 	} else {
 		upto := cur.Events

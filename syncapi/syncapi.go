@@ -45,6 +45,9 @@ type Service struct {
 	// backfill fetches history from other servers for /messages
 	// (backfill.go); nil without federation.
 	backfill *backfiller
+	// backfill fetches history from other servers for /messages
+	// (backfill.go); nil without federation.
+	backfill *backfiller
 
 	// acked remembers, per "user|device", the to-device position already
 	// deleted, so repeated syncs with the same since do not rewrite.

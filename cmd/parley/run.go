@@ -167,6 +167,9 @@ func startApp(ctx context.Context, cfg *config.Config, dataDir string, keys *sig
 		}
 		a.media.EnableFederation(a.fed.Client(), federation.RequireServerAuth(spec.ServerName(cfg.ServerName), a.fed.Keys().KeyRing()))
 		users.SetRemoteKeys(a.fed.RemoteKeys())
+		if err := a.sync.EnableBackfill(ctx, a.fed); err != nil {
+			return nil, err
+		}
 	}
 	clientDeps := clientapi.Deps{Config: cfg, Users: users, Rooms: a.rooms}
 	if a.fed != nil {

@@ -11,6 +11,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+
+	"github.com/matrix-org/gomatrixserverlib"
 )
 
 // MembershipAPI is implemented by the federation component.
@@ -46,3 +48,17 @@ type MembershipAPI interface {
 
 // ErrLeaveLocally says a leave needs no handshake: send it as a local event.
 var ErrLeaveLocally = errors.New("leave with a local event")
+
+// BackfillAPI is implemented by the federation component: history of a
+// room from before this server's earliest events, for /messages.
+type BackfillAPI interface {
+	// Backfill asks the room's other servers (server-server spec
+	// §"Backfilling and retrieving missing events", GET /backfill) for up
+	// to limit events preceding fromEventIDs (which the servers return
+	// too). Every event's signatures and hashes are checked and each is
+	// stored through the roomserver as an outlier checked against its auth
+	// events (fetched when missing). It returns the events that were
+	// stored or already known, deepest first; none and no error when no
+	// server had anything.
+	Backfill(ctx context.Context, roomID string, fromEventIDs []string, limit int) ([]gomatrixserverlib.PDU, error)
+}
