@@ -80,10 +80,7 @@ func Open(dbURL string) (*DB, error) {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
-		db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-		if err != nil {
-			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
-		}
+		db := sql.OpenDB(newSQLiteConnector("file:" + path + "?" + q.Encode()))
 		db.SetMaxOpenConns(8)
 		db.SetMaxIdleConns(8)
 		if err := db.Ping(); err != nil {
