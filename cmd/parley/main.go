@@ -20,6 +20,8 @@ Usage:
   parley generate-config [--data-dir DIR] [--server-name NAME] [--out FILE]
   parley generate-keys [--data-dir DIR] [--config FILE]
   parley create-account [--data-dir DIR] [--config FILE] --username U --password P [--admin]
+  parley media delete|quarantine [--data-dir DIR] [--server-name S] --media-id ID
+  parley media purge-remote [--data-dir DIR] --older-than DURATION
   parley generate-tls-cert --ca-cert FILE --ca-key FILE --name NAME --cert-out FILE --key-out FILE
   parley version
 
@@ -42,6 +44,8 @@ func main() {
 		err = generateKeysCommand(args)
 	case "create-account":
 		err = createAccountCommand(args)
+	case "media":
+		err = mediaCommand(args)
 	case "generate-tls-cert":
 		err = generateTLSCertCommand(args)
 	case "version", "--version":
