@@ -2,12 +2,15 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
 
 	"github.com/parley-chat/parley/internal/httputil"
 	"github.com/parley-chat/parley/internal/visibility"
@@ -105,6 +108,7 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		}
 		resp.RoomAlias = plan.alias
 	}
+	s.inviteRemoteAtCreate(ctx, roomID, creator, plan)
 	httputil.WriteJSON(w, http.StatusOK, resp)
 }
 
@@ -133,6 +137,9 @@ type roomPlan struct {
 	preset   string
 	alias    string
 	invitees []string
+	// remoteInvitees (also in invitees) are invited through their servers
+	// once the room exists.
+	remoteInvitees []string
 	// initial holds initial_state in order, without entries that name or
 	// topic replace.
 	initial []rsapi.EventTemplate
@@ -181,12 +188,16 @@ func (s *Server) planRoom(req *createRoomRequest, creator string) (*roomPlan, er
 	}
 	seen := map[string]bool{creator: true}
 	for _, u := range req.Invite {
-		if err := s.checkInvitable(u); err != nil {
+		remote, err := s.isRemoteInvitee(u)
+		if err != nil {
 			return nil, err
 		}
 		if !seen[u] {
 			seen[u] = true
 			p.invitees = append(p.invitees, u)
+			if remote {
+				p.remoteInvitees = append(p.remoteInvitees, u)
+			}
 		}
 	}
 
@@ -212,6 +223,39 @@ func (s *Server) planRoom(req *createRoomRequest, creator string) (*roomPlan, er
 		p.initial = append(p.initial, rsapi.EventTemplate{Type: *ev.Type, StateKey: stateKey(ev.StateKey), Content: ev.Content})
 	}
 	return p, nil
+}
+
+// isRemoteInvitee checks an invitee's user ID and says whether the user is
+// on another server (refused with federation off, as checkInvitable does).
+func (s *Server) isRemoteInvitee(userID string) (bool, error) {
+	_, server, err := userapi.ParseUserID(userID)
+	if err != nil {
+		return false, httputil.InvalidParam("Invalid user ID %q", userID)
+	}
+	if server == s.cfg.ServerName {
+		return false, nil
+	}
+	if s.federation == nil {
+		return false, s.checkInvitable(userID)
+	}
+	return true, nil
+}
+
+// inviteRemoteAtCreate invites the remote invitees of a new room through
+// their servers (server-server spec §"Inviting to a room"), as /invite
+// does. The room exists by now, so a refused or unreachable invitee does
+// not fail createRoom (a retrying client would make a second room); it is
+// logged, and the creator can invite again.
+func (s *Server) inviteRemoteAtCreate(ctx context.Context, roomID, creator string, plan *roomPlan) {
+	for _, u := range plan.remoteInvitees {
+		c := map[string]any{"membership": visibility.Invite}
+		if plan.req.IsDirect {
+			c["is_direct"] = true
+		}
+		if err := s.federation.PerformInvite(ctx, roomID, creator, u, mustJSON(c)); err != nil {
+			logrus.WithError(err).WithFields(logrus.Fields{"room_id": roomID, "invitee": u}).Warn("createRoom: remote invite failed")
+		}
+	}
 }
 
 // checkInvitable refuses invitees on other servers: an invite to a remote
@@ -305,6 +349,9 @@ func (p *roomPlan) events(creator string, joinContent json.RawMessage) []rsapi.E
 		evs = append(evs, state(spec.MRoomTopic, "", map[string]any{"topic": *p.req.Topic}))
 	}
 	for _, u := range p.invitees {
+		if slices.Contains(p.remoteInvitees, u) {
+			continue
+		}
 		c := map[string]any{"membership": visibility.Invite}
 		if p.req.IsDirect {
 			c["is_direct"] = true
