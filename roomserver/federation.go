@@ -2,7 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sort"
 	"strings"
@@ -36,8 +35,9 @@ func (s *Service) StoreRemoteMembership(ctx context.Context, roomVersion gomatri
 }
 
 // membershipBatch runs a taskJoin or taskRemoteMembership, creating the
-// room (unknown here so far) in the transaction if needed.
-func (s *Service) membershipBatch(ctx context.Context, tx *sql.Tx, rs *roomState, t *task) (*batch, error) {
+// room (unknown here so far) in the batch if needed.
+func (s *Service) membershipBatch(ctx context.Context, rs *roomState, t *task) (*batch, error) {
+	var b *batch
 	if rs == nil {
 		verImpl, err := gomatrixserverlib.GetRoomVersion(t.version)
 		if err != nil || t.version == gomatrixserverlib.RoomVersionPseudoIDs {
@@ -49,19 +49,14 @@ func (s *Service) membershipBatch(ctx context.Context, tx *sql.Tx, rs *roomState
 		} else {
 			id = t.events[0].RoomID().String()
 		}
-		nid, err := s.db.InsertRoom(ctx, tx, id, string(t.version))
-		if err != nil {
+		if b, err = s.newRoomBatch(ctx, id, verImpl); err != nil {
 			return nil, err
-		}
-		rs = &roomState{
-			room:    storage.Room{NID: nid, RoomID: id, Version: string(t.version)},
-			verImpl: verImpl,
-			current: stateMap{},
 		}
 	} else if rs.verImpl.Version() != t.version {
 		return nil, &api.BadEventError{Reason: fmt.Sprintf("room %s has version %s here, not %s", rs.room.RoomID, rs.verImpl.Version(), t.version)}
+	} else {
+		b = newBatch(s, rs)
 	}
-	b := newBatch(s, tx, rs)
 	if t.join != nil {
 		return b, b.joinRemote(ctx, t.join)
 	}
@@ -132,13 +127,14 @@ func (b *batch) insertOutlier(ctx context.Context, ev gomatrixserverlib.PDU, rej
 		b.room.LastPosition++
 		meta.position = b.room.LastPosition
 	}
-	nid, err := b.s.db.InsertEvent(ctx, b.q, &storage.Event{
-		RoomNID: b.room.NID, EventID: meta.id, Type: ev.Type(), StateKey: ev.StateKey(), Sender: string(ev.SenderID()),
+	nid, err := b.s.eventNIDs.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.s.db.InsertEvent(b.w, &storage.Event{
+		NID: nid, RoomNID: b.room.NID, EventID: meta.id, Type: ev.Type(), StateKey: ev.StateKey(), Sender: string(ev.SenderID()),
 		Depth: meta.depth, Position: meta.position, CurrentState: currentState, Rejected: rejected, Outlier: true, JSON: ev.JSON(),
 	})
-	if err != nil {
-		return nil, fmt.Errorf("store outlier %s: %w", meta.id, err)
-	}
 	meta.nid = nid
 	b.newByID[meta.id] = meta
 	b.newByNID[nid] = meta
@@ -183,9 +179,7 @@ func (b *batch) promoteOutlier(ctx context.Context, e *eventMeta, before *snapRe
 		}
 		after = r.seq
 	}
-	if err := b.s.db.UpdateEventState(ctx, b.q, e.nid, before.seq, after); err != nil {
-		return err
-	}
+	b.s.db.UpdateEventState(b.w, e.nid, before.seq, after)
 	promoted := *e
 	promoted.stateBefore, promoted.stateAfter = before.seq, after
 	b.newByID[e.id] = &promoted

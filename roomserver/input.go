@@ -2,7 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,12 +71,15 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*roomState, erro
 	return rs, nil
 }
 
-// batch is the work of one transaction on one room: the room's committed
-// state plus what this batch changed, applied to the cache only once the
-// transaction commits.
+// batch is the work of one commit on one room: the room's committed state
+// plus what this batch changed, applied to the cache only once the batch's
+// writes commit. A batch reads committed rows (its room has no other
+// writer) and records its writes in w; what it wrote it finds in its own
+// maps (newByID, written, pendingRedactions, txns), never in the database.
 type batch struct {
 	s  *Service
 	q  storage.Querier
+	w  *storage.Writes
 	rs *roomState
 
 	room     storage.Room
@@ -85,25 +87,33 @@ type batch struct {
 	current  *overlay
 	chainLen int
 
+	// newByID and newByNID hold the events this batch stored or changed
+	// (promoted, redacted).
 	newByID   map[string]*eventMeta
 	newByNID  map[int64]*eventMeta
 	snapshots map[int64]*snapRef
-	redacted  []int64
-	txns      map[string]string
-	outputs   []*api.OutputEvent
+	// written holds the snapshots this batch wrote, by number.
+	written map[int64]*storage.Snapshot
+	// pendingRedactions maps a target event ID to the redactions this
+	// batch stored without applying them (their target was unknown).
+	pendingRedactions map[string][]string
+	txns              map[string]string
+	outputs           []*api.OutputEvent
 }
 
-func newBatch(s *Service, tx *sql.Tx, rs *roomState) *batch {
+func newBatch(s *Service, rs *roomState) *batch {
 	return &batch{
-		s: s, q: tx, rs: rs,
-		room:      rs.room,
-		ext:       append([]*eventMeta(nil), rs.extremities...),
-		current:   &overlay{base: rs.current, changes: stateMap{}},
-		chainLen:  rs.chainLen,
-		newByID:   map[string]*eventMeta{},
-		newByNID:  map[int64]*eventMeta{},
-		snapshots: map[int64]*snapRef{},
-		txns:      map[string]string{},
+		s: s, q: s.db.DB, w: &storage.Writes{}, rs: rs,
+		room:              rs.room,
+		ext:               append([]*eventMeta(nil), rs.extremities...),
+		current:           &overlay{base: rs.current, changes: stateMap{}},
+		chainLen:          rs.chainLen,
+		newByID:           map[string]*eventMeta{},
+		newByNID:          map[int64]*eventMeta{},
+		snapshots:         map[int64]*snapRef{},
+		written:           map[int64]*storage.Snapshot{},
+		pendingRedactions: map[string][]string{},
+		txns:              map[string]string{},
 	}
 }
 
@@ -115,14 +125,14 @@ func isClientError(err error) bool {
 	return errors.As(err, &na) || errors.As(err, &be) || errors.Is(err, api.ErrRoomExists) || errors.Is(err, api.ErrRoomNotFound)
 }
 
-// processBatch runs tasks of one room in one transaction, then publishes
-// their output in room order.
-func (s *Service) processBatch(a *roomActor, tasks []*task) {
+// processBatch prepares tasks of one room as one batch outside any
+// transaction (reads, building, signing, auth), then has its writes
+// committed, possibly in a transaction shared with other rooms' batches,
+// and moves the room's cached state on. It returns the output to publish.
+func (s *Service) processBatch(ctx context.Context, a *roomActor, tasks []*task) []*api.OutputEvent {
 	if s.testHookBatch != nil {
 		s.testHookBatch(a.roomID)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), txTimeout)
-	defer cancel()
 	fail := func(err error) {
 		for _, t := range tasks {
 			if t.err == nil {
@@ -140,7 +150,7 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 				}
 			}
 			fail(fmt.Errorf("load room %s: %w", a.roomID, err))
-			return
+			return nil
 		}
 		a.stateMu.Lock()
 		a.state = rs
@@ -166,41 +176,38 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 		}
 	}
 	if len(work) == 0 {
-		return
-	}
-	tx, err := s.db.DB.BeginTx(ctx, nil)
-	if err != nil {
-		fail(fmt.Errorf("begin: %w", err))
-		return
+		return nil
 	}
 	var b *batch
+	var err error
 	switch work[0].kind {
 	case taskCreate:
-		b, err = s.createRoom(ctx, tx, work[0])
+		b, err = s.createRoom(ctx, work[0])
 	case taskJoin, taskRemoteMembership:
-		b, err = s.membershipBatch(ctx, tx, rs, work[0])
+		b, err = s.membershipBatch(ctx, rs, work[0])
 	default:
-		b = newBatch(s, tx, rs)
+		b = newBatch(s, rs)
 		err = b.run(ctx, work)
 	}
-	if err == nil {
+	// A batch that stored nothing (repeated transactions, refused events)
+	// has nothing to commit.
+	if err == nil && b.w.Len() > 0 {
 		b.room.PublishedPosition = b.rs.published
-		if err = s.db.UpdateRoom(ctx, tx, &b.room); err == nil {
-			err = tx.Commit()
+		s.db.UpdateRoom(b.w, &b.room)
+		if s.testHookWrites != nil {
+			s.testHookWrites(a.roomID, b.w)
+		}
+		if err = s.commits.commit(a.roomID, b.w); err != nil {
+			err = fmt.Errorf("store events in %s: %w", a.roomID, err)
 		}
 	}
 	if err != nil {
-		_ = tx.Rollback()
-		if isClientError(err) {
-			fail(err)
-		} else {
-			fail(fmt.Errorf("store events in %s: %w", a.roomID, err))
-		}
-		// The cache may be ahead of what was rolled back: reload next time.
+		fail(err)
+		// The cache may be ahead of what was stored: reload next time.
 		a.stateMu.Lock()
 		a.state = nil
 		a.stateMu.Unlock()
-		return
+		return nil
 	}
 	a.stateMu.Lock()
 	b.apply()
@@ -209,12 +216,7 @@ func (s *Service) processBatch(a *roomActor, tasks []*task) {
 	for _, e := range b.newByNID {
 		s.events.put(e)
 	}
-	for _, nid := range b.redacted {
-		if _, ok := b.newByNID[nid]; !ok {
-			s.events.remove(nid)
-		}
-	}
-	s.publish(ctx, b.rs, b.outputs)
+	return b.outputs
 }
 
 // apply moves the committed batch into the room's cached state.
@@ -253,26 +255,17 @@ func (b *batch) run(ctx context.Context, tasks []*task) error {
 }
 
 // createRoom stores a new room's initial events, each on top of the one
-// before, in the transaction tx.
-func (s *Service) createRoom(ctx context.Context, tx *sql.Tx, t *task) (*batch, error) {
+// before. The actor checked that the room is not known.
+func (s *Service) createRoom(ctx context.Context, t *task) (*batch, error) {
 	req := t.create
 	verImpl, err := gomatrixserverlib.GetRoomVersion(req.RoomVersion)
 	if err != nil {
 		return nil, &api.BadEventError{Reason: fmt.Sprintf("unsupported room version %q", req.RoomVersion)}
 	}
-	nid, err := s.db.InsertRoom(ctx, tx, req.RoomID, string(req.RoomVersion))
-	if errors.Is(err, storage.ErrRoomExists) {
-		return nil, api.ErrRoomExists
-	}
+	b, err := s.newRoomBatch(ctx, req.RoomID, verImpl)
 	if err != nil {
 		return nil, err
 	}
-	rs := &roomState{
-		room:    storage.Room{NID: nid, RoomID: req.RoomID, Version: string(req.RoomVersion)},
-		verImpl: verImpl,
-		current: stateMap{},
-	}
-	b := newBatch(s, tx, rs)
 	for i := range req.Events {
 		id, err := b.sendLocal(ctx, &api.SendEventRequest{RoomID: req.RoomID, Event: req.Events[i]})
 		if err != nil {
@@ -280,6 +273,22 @@ func (s *Service) createRoom(ctx context.Context, tx *sql.Tx, t *task) (*batch, 
 		}
 		t.eventIDs = append(t.eventIDs, id)
 	}
+	return b, nil
+}
+
+// newRoomBatch starts the batch that creates a room not known here.
+func (s *Service) newRoomBatch(ctx context.Context, roomID string, verImpl gomatrixserverlib.IRoomVersion) (*batch, error) {
+	nid, err := s.roomNIDs.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	version := string(verImpl.Version())
+	b := newBatch(s, &roomState{
+		room:    storage.Room{NID: nid, RoomID: roomID, Version: version},
+		verImpl: verImpl,
+		current: stateMap{},
+	})
+	s.db.InsertRoom(b.w, nid, roomID, version)
 	return b, nil
 }
 
@@ -477,6 +486,30 @@ func (b *batch) snapshot(ctx context.Context, seq int64) (*snapRef, error) {
 	if r := b.snapshots[seq]; r != nil {
 		return r, nil
 	}
+	if w := b.written[seq]; w != nil {
+		// Written by this batch, so not in the database yet: its parent
+		// (if it is a delta) plus its entries.
+		m := stateMap{}
+		if w.Parent != 0 {
+			parent, err := b.snapshot(ctx, w.Parent)
+			if err != nil {
+				return nil, err
+			}
+			m = make(stateMap, parent.state.size())
+			parent.state.each(func(t tuple, n int64) { m[t] = n })
+		}
+		for _, e := range w.Entries {
+			t := tuple{EventType: e.Type, StateKey: e.StateKey}
+			if e.EventNID == 0 {
+				delete(m, t)
+			} else {
+				m[t] = e.EventNID
+			}
+		}
+		r := &snapRef{seq: seq, chainLen: w.ChainLen, state: m}
+		b.snapshots[seq] = r
+		return r, nil
+	}
 	m, chainLen, err := loadSnapshot(ctx, b.s.db, b.q, b.room.NID, seq)
 	if err != nil {
 		return nil, err
@@ -547,9 +580,8 @@ func (b *batch) writeSnapshot(ctx context.Context, seq int64, parent *snapRef, s
 			snap.Entries = diffStates(parent.state, state)
 		}
 	}
-	if err := b.s.db.InsertSnapshot(ctx, b.q, b.room.NID, snap); err != nil {
-		return nil, fmt.Errorf("store snapshot: %w", err)
-	}
+	b.s.db.InsertSnapshot(b.w, b.room.NID, snap)
+	b.written[seq] = snap
 	return &snapRef{seq: seq, chainLen: snap.ChainLen, state: state}, nil
 }
 
@@ -608,10 +640,12 @@ func (b *batch) store(ctx context.Context, ev gomatrixserverlib.PDU, before *sna
 	if txn != nil {
 		row.TxnDevice, row.TxnID = txn.DeviceID, txn.TxnID
 	}
-	nid, err := b.s.db.InsertEvent(ctx, b.q, row)
+	nid, err := b.s.eventNIDs.take(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("store event %s: %w", meta.id, err)
+		return nil, err
 	}
+	row.NID = nid
+	b.s.db.InsertEvent(b.w, row)
 	meta.nid = nid
 	b.newByID[meta.id] = meta
 	b.newByNID[nid] = meta
@@ -716,9 +750,7 @@ func (b *batch) updateCurrentState(ctx context.Context, meta *eventMeta, diff []
 			if err != nil {
 				return fmt.Errorf("membership of %s: %w", e.id, err)
 			}
-			if err := b.s.db.UpsertMembership(ctx, b.q, b.room.NID, d.StateKey, membership, e.nid); err != nil {
-				return fmt.Errorf("update membership: %w", err)
-			}
+			b.s.db.UpsertMembership(b.w, b.room.NID, d.StateKey, membership, e.nid)
 		}
 	}
 	if meta.rejected {
@@ -755,7 +787,11 @@ func (b *batch) recordRedaction(ctx context.Context, redaction *eventMeta, befor
 	if err != nil {
 		return err
 	}
-	return b.s.db.InsertRedaction(ctx, b.q, redaction.id, targetID, applied)
+	b.s.db.InsertRedaction(b.w, redaction.id, targetID, applied)
+	if !applied {
+		b.pendingRedactions[targetID] = append(b.pendingRedactions[targetID], redaction.id)
+	}
+	return nil
 }
 
 func (b *batch) applyRedaction(ctx context.Context, redaction *eventMeta, targetID string, before *snapRef) (bool, error) {
@@ -791,16 +827,11 @@ func (b *batch) applyRedaction(ctx context.Context, redaction *eventMeta, target
 	if err != nil {
 		return false, fmt.Errorf("parse redacted %s: %w", targetID, err)
 	}
-	if err := b.s.db.UpdateEventRedacted(ctx, b.q, target.nid, redactedJSON); err != nil {
-		return false, err
-	}
+	b.s.db.UpdateEventRedacted(b.w, target.nid, redactedJSON)
 	redactedMeta := *target
 	redactedMeta.pdu = pdu
-	if _, ok := b.newByNID[target.nid]; ok {
-		b.newByNID[target.nid] = &redactedMeta
-		b.newByID[targetID] = &redactedMeta
-	}
-	b.redacted = append(b.redacted, target.nid)
+	b.newByNID[target.nid] = &redactedMeta
+	b.newByID[targetID] = &redactedMeta
 	return true, nil
 }
 
@@ -938,11 +969,14 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, stateI
 	if rejected {
 		return nil
 	}
-	// A redaction may have arrived before the event it redacts.
+	// A redaction may have arrived before the event it redacts, in an
+	// earlier batch or in this one.
 	pending, err := b.s.db.SelectPendingRedactions(ctx, b.q, meta.id)
 	if err != nil {
 		return err
 	}
+	pending = append(pending, b.pendingRedactions[meta.id]...)
+	delete(b.pendingRedactions, meta.id)
 	for _, rid := range pending {
 		found, err := b.eventsByID(ctx, []string{rid})
 		if err != nil {
@@ -961,9 +995,7 @@ func (b *batch) inputEvent(ctx context.Context, ev gomatrixserverlib.PDU, stateI
 			return err
 		}
 		if applied {
-			if err := b.s.db.MarkRedactionApplied(ctx, b.q, rid); err != nil {
-				return err
-			}
+			b.s.db.MarkRedactionApplied(b.w, rid)
 		}
 	}
 	return nil

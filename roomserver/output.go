@@ -43,8 +43,8 @@ func (s *Service) publish(ctx context.Context, rs *roomState, outs []*api.Output
 }
 
 func (s *Service) publishOne(ctx context.Context, o *api.OutputEvent) error {
-	if s.testHookPublish != nil {
-		if err := s.testHookPublish(*o); err != nil {
+	if hook := s.testHookPublish.Load(); hook != nil {
+		if err := (*hook)(*o); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,8 @@ func TestUnpublishedEventsArePublishedAfterRestart(t *testing.T) {
 		roomID := h.createRoom("10", alice, "public", nil)
 		// From here on the bus is unreachable, as if the process died
 		// right after each commit.
-		h.rs.testHookPublish = func(api.OutputEvent) error { return errors.New("simulated crash before publish") }
+		crash := func(api.OutputEvent) error { return errors.New("simulated crash before publish") }
+		h.rs.testHookPublish.Store(&crash)
 		var sent []string
 		for i := 0; i < 3; i++ {
 			sent = append(sent, h.mustSend(roomID, alice, "m.room.message", nil, map[string]any{"body": i}))

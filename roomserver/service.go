@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -45,8 +46,9 @@ const (
 	eventCacheSize = 50_000
 	// retryInterval is how often publishing that failed is retried.
 	retryInterval = 2 * time.Second
-	// txTimeout bounds one batch's database work; it does not come from a
-	// caller's context because a batch serves several callers.
+	// txTimeout bounds one batch's database work and publishing; it does
+	// not come from a caller's context because a batch serves several
+	// callers.
 	txTimeout = 30 * time.Second
 )
 
@@ -61,6 +63,9 @@ type Service struct {
 	privateKey ed25519.PrivateKey
 	events     *eventCache
 	shards     [numShards]shard
+	commits    *committer
+	eventNIDs  *nidAllocator
+	roomNIDs   *nidAllocator
 
 	mu          sync.Mutex
 	closed      bool
@@ -70,10 +75,14 @@ type Service struct {
 	retryDone   chan struct{}
 
 	// testHookPublish, when set, runs before each publish; an error stops
-	// publishing as if the process had died after committing.
-	testHookPublish func(api.OutputEvent) error
+	// publishing as if the process had died after committing. Atomic: a
+	// test sets it while actors may still be publishing earlier output.
+	testHookPublish atomic.Pointer[func(api.OutputEvent) error]
 	// testHookBatch, when set, runs when an actor starts a batch.
 	testHookBatch func(roomID string)
+	// testHookWrites, when set, sees a batch's writes before they are
+	// committed.
+	testHookWrites func(roomID string, w *storage.Writes)
 }
 
 var _ api.FederationRoomserverAPI = (*Service)(nil)
@@ -99,6 +108,9 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, k
 		keyID:       gomatrixserverlib.KeyID(keys.Current.ID),
 		privateKey:  keys.Current.PrivateKey,
 		events:      newEventCache(eventCacheSize),
+		commits:     newCommitter(db),
+		eventNIDs:   &nidAllocator{db: store, counter: storage.EventNIDs, block: eventNIDBlock},
+		roomNIDs:    &nidAllocator{db: store, counter: storage.RoomNIDs, block: roomNIDBlock},
 		unpublished: map[string]struct{}{},
 		stop:        make(chan struct{}),
 		retryDone:   make(chan struct{}),
@@ -274,7 +286,9 @@ func (sh *shard) evict() {
 	}
 }
 
-// runActor processes a room's queue until it is empty.
+// runActor processes a room's queue until it is empty. Callers are
+// answered once their batch is committed; its output is published before
+// the room's next batch starts, so it stays in room order.
 func (s *Service) runActor(sh *shard, a *roomActor) {
 	defer s.actors.Done()
 	for {
@@ -305,10 +319,15 @@ func (s *Service) runActor(sh *shard, a *roomActor) {
 		tasks := append([]*task(nil), a.queue[:take]...)
 		a.queue = a.queue[take:]
 		sh.mu.Unlock()
-		s.processBatch(a, tasks)
+		ctx, cancel := context.WithTimeout(context.Background(), txTimeout)
+		outs := s.processBatch(ctx, a, tasks)
 		for _, t := range tasks {
 			close(t.done)
 		}
+		if len(outs) > 0 {
+			s.publish(ctx, a.state, outs)
+		}
+		cancel()
 	}
 }
 

@@ -54,20 +54,18 @@ func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
-// InsertEvent stores an event row and returns its NID.
-func (d *Database) InsertEvent(ctx context.Context, q Querier, e *Event) (int64, error) {
+// InsertEvent stores an event row under e.NID (from AllocateNIDs).
+func (d *Database) InsertEvent(w Writer, e *Event) {
 	var stateKey sql.NullString
 	if e.StateKey != nil {
 		stateKey = sql.NullString{String: *e.StateKey, Valid: true}
 	}
 	pos := sql.NullInt64{Int64: e.Position, Valid: e.Position > 0}
-	var nid int64
-	err := q.QueryRowContext(ctx, `INSERT INTO roomserver_events (room_nid, event_id, event_type, state_key, sender, depth,
+	w.Exec(`INSERT INTO roomserver_events (event_nid, room_nid, event_id, event_type, state_key, sender, depth,
 		room_position, state_before, state_after, current_state, rejected, soft_failed, redacted, txn_device, txn_id, event_json, outlier)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING event_nid`,
-		e.RoomNID, e.EventID, e.Type, stateKey, e.Sender, e.Depth, pos, e.StateBefore, e.StateAfter, e.CurrentState,
-		e.Rejected, e.SoftFailed, e.Redacted, nullString(e.TxnDevice), nullString(e.TxnID), e.JSON, e.Outlier).Scan(&nid)
-	return nid, err
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
+		e.NID, e.RoomNID, e.EventID, e.Type, stateKey, e.Sender, e.Depth, pos, e.StateBefore, e.StateAfter, e.CurrentState,
+		e.Rejected, e.SoftFailed, e.Redacted, nullString(e.TxnDevice), nullString(e.TxnID), e.JSON, e.Outlier)
 }
 
 func (d *Database) selectEvents(ctx context.Context, q Querier, query string, args ...any) ([]*Event, error) {
@@ -142,23 +140,20 @@ func (d *Database) SelectTransactionEvent(ctx context.Context, q Querier, roomNI
 
 // UpdateEventState gives an outlier the state before and after it, once
 // an event that follows it has made that state known.
-func (d *Database) UpdateEventState(ctx context.Context, q Querier, eventNID, stateBefore, stateAfter int64) error {
-	_, err := q.ExecContext(ctx, `UPDATE roomserver_events SET state_before = $2, state_after = $3 WHERE event_nid = $1`,
+func (d *Database) UpdateEventState(w Writer, eventNID, stateBefore, stateAfter int64) {
+	w.Exec(`UPDATE roomserver_events SET state_before = $2, state_after = $3 WHERE event_nid = $1`,
 		eventNID, stateBefore, stateAfter)
-	return err
 }
 
 // UpdateEventRedacted replaces an event's JSON with its redacted form.
-func (d *Database) UpdateEventRedacted(ctx context.Context, q Querier, eventNID int64, redactedJSON []byte) error {
-	_, err := q.ExecContext(ctx, `UPDATE roomserver_events SET event_json = $2, redacted = TRUE WHERE event_nid = $1`, eventNID, redactedJSON)
-	return err
+func (d *Database) UpdateEventRedacted(w Writer, eventNID int64, redactedJSON []byte) {
+	w.Exec(`UPDATE roomserver_events SET event_json = $2, redacted = TRUE WHERE event_nid = $1`, eventNID, redactedJSON)
 }
 
 // InsertRedaction records that a redaction event targets an event.
-func (d *Database) InsertRedaction(ctx context.Context, q Querier, redactionID, redactsID string, applied bool) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO roomserver_redactions (redaction_event_id, redacts_event_id, applied)
+func (d *Database) InsertRedaction(w Writer, redactionID, redactsID string, applied bool) {
+	w.Exec(`INSERT INTO roomserver_redactions (redaction_event_id, redacts_event_id, applied)
 		VALUES ($1, $2, $3) ON CONFLICT (redaction_event_id) DO NOTHING`, redactionID, redactsID, applied)
-	return err
 }
 
 // SelectPendingRedactions lists unapplied redactions targeting an event.
@@ -181,7 +176,6 @@ func (d *Database) SelectPendingRedactions(ctx context.Context, q Querier, redac
 }
 
 // MarkRedactionApplied records that a redaction was applied.
-func (d *Database) MarkRedactionApplied(ctx context.Context, q Querier, redactionID string) error {
-	_, err := q.ExecContext(ctx, `UPDATE roomserver_redactions SET applied = TRUE WHERE redaction_event_id = $1`, redactionID)
-	return err
+func (d *Database) MarkRedactionApplied(w Writer, redactionID string) {
+	w.Exec(`UPDATE roomserver_redactions SET applied = TRUE WHERE redaction_event_id = $1`, redactionID)
 }

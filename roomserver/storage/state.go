@@ -26,14 +26,11 @@ type Snapshot struct {
 }
 
 // InsertSnapshot stores a room's snapshot.
-func (d *Database) InsertSnapshot(ctx context.Context, q Querier, roomNID int64, s *Snapshot) error {
-	entries, err := json.Marshal(s.Entries)
-	if err != nil {
-		return err
-	}
-	_, err = q.ExecContext(ctx, `INSERT INTO roomserver_state_snapshots (room_nid, snapshot, parent, chain_len, size, entries)
+func (d *Database) InsertSnapshot(w Writer, roomNID int64, s *Snapshot) {
+	// Entries of strings and integers always marshal.
+	entries, _ := json.Marshal(s.Entries)
+	w.Exec(`INSERT INTO roomserver_state_snapshots (room_nid, snapshot, parent, chain_len, size, entries)
 		VALUES ($1, $2, $3, $4, $5, $6)`, roomNID, s.Snapshot, s.Parent, s.ChainLen, s.Size, entries)
-	return err
 }
 
 // SelectSnapshotChain returns a snapshot and its ancestors up to and
@@ -76,11 +73,10 @@ func (d *Database) SelectSnapshotChain(ctx context.Context, q Querier, roomNID, 
 }
 
 // UpsertMembership sets a user's current membership in a room.
-func (d *Database) UpsertMembership(ctx context.Context, q Querier, roomNID int64, userID, membership string, eventNID int64) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO roomserver_memberships (room_nid, user_id, membership, event_nid)
+func (d *Database) UpsertMembership(w Writer, roomNID int64, userID, membership string, eventNID int64) {
+	w.Exec(`INSERT INTO roomserver_memberships (room_nid, user_id, membership, event_nid)
 		VALUES ($1, $2, $3, $4) ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid`,
 		roomNID, userID, membership, eventNID)
-	return err
 }
 
 // SelectMembership returns a user's current membership in a room and the

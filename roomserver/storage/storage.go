@@ -104,13 +104,29 @@ CREATE INDEX roomserver_aliases_room ON roomserver_aliases (room_id);
 	// to a room this server is not in). They have no state of their own
 	// until an event that follows them gives it (state_after stays 0).
 	{Version: 2, SQL: `ALTER TABLE roomserver_events ADD COLUMN outlier BOOLEAN NOT NULL DEFAULT FALSE;`},
+	// Event and room NIDs are handed out in blocks from here rather than by
+	// the tables' own sequences, so a batch knows the NIDs of its rows
+	// before it writes them and its writes can wait for a commit shared
+	// with other rooms (see Writes). Inserts give the NID explicitly from
+	// now on.
+	{Version: 3, SQL: `
+CREATE TABLE roomserver_counters (
+	name TEXT PRIMARY KEY,
+	next_value BIGINT NOT NULL
+);
+INSERT INTO roomserver_counters (name, next_value) SELECT 'event_nid', COALESCE(MAX(event_nid), 0) + 1 FROM roomserver_events;
+INSERT INTO roomserver_counters (name, next_value) SELECT 'room_nid', COALESCE(MAX(room_nid), 0) + 1 FROM roomserver_rooms;
+`},
 }
 
-// Errors returned by the storage layer.
-var (
-	ErrRoomExists  = errors.New("room exists")
-	ErrAliasExists = errors.New("alias exists")
+// Counters handed out by AllocateNIDs.
+const (
+	EventNIDs = "event_nid"
+	RoomNIDs  = "room_nid"
 )
+
+// ErrAliasExists is returned when an alias is taken.
+var ErrAliasExists = errors.New("alias exists")
 
 // Querier is what both *sql.DB and *sql.Tx offer, so a query can run
 // inside or outside a transaction.
@@ -118,6 +134,42 @@ type Querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Writer takes a batch's writes. They do not run when made: the batch hands
+// them to a transaction later (Writes.Apply), so nothing written through a
+// Writer can be read back from the database before that, and a write's
+// errors surface when it is applied.
+type Writer interface {
+	Exec(query string, args ...any)
+}
+
+// Writes records statements, in order, to apply in one transaction later.
+type Writes struct {
+	stmts []statement
+}
+
+type statement struct {
+	query string
+	args  []any
+}
+
+// Exec implements Writer.
+func (w *Writes) Exec(query string, args ...any) {
+	w.stmts = append(w.stmts, statement{query: query, args: args})
+}
+
+// Len is the number of statements recorded.
+func (w *Writes) Len() int { return len(w.stmts) }
+
+// Apply runs the recorded statements in tx, in order.
+func (w *Writes) Apply(ctx context.Context, tx *sql.Tx) error {
+	for _, st := range w.stmts {
+		if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Database is the roomserver's store.
@@ -168,28 +220,33 @@ func (d *Database) SelectRoom(ctx context.Context, q Querier, roomID string) (*R
 	return r, err
 }
 
-// InsertRoom adds a room with no events; ErrRoomExists if it is known.
-func (d *Database) InsertRoom(ctx context.Context, q Querier, roomID, version string) (int64, error) {
-	var nid int64
-	err := q.QueryRowContext(ctx,
-		`INSERT INTO roomserver_rooms (room_id, room_version) VALUES ($1, $2) RETURNING room_nid`,
-		roomID, version).Scan(&nid)
-	if sqlutil.IsUniqueViolation(err) {
-		return 0, ErrRoomExists
+// AllocateNIDs reserves n consecutive NIDs of a counter (EventNIDs,
+// RoomNIDs) and returns the first. It commits on its own, so NIDs of a
+// batch that fails later are skipped, never reused.
+func (d *Database) AllocateNIDs(ctx context.Context, counter string, n int64) (int64, error) {
+	var next int64
+	err := d.DB.QueryRowContext(ctx, `UPDATE roomserver_counters SET next_value = next_value + $2 WHERE name = $1 RETURNING next_value`,
+		counter, n).Scan(&next)
+	if err != nil {
+		return 0, fmt.Errorf("allocate %s: %w", counter, err)
 	}
-	return nid, err
+	return next - n, nil
+}
+
+// InsertRoom adds a room with no events under a NID from AllocateNIDs.
+// The caller knows the room is new (a room ID taken meanwhile fails the
+// transaction).
+func (d *Database) InsertRoom(w Writer, nid int64, roomID, version string) {
+	w.Exec(`INSERT INTO roomserver_rooms (room_nid, room_id, room_version) VALUES ($1, $2, $3)`, nid, roomID, version)
 }
 
 // UpdateRoom writes a room's extremities, current state and positions.
-func (d *Database) UpdateRoom(ctx context.Context, q Querier, r *Room) error {
-	ext, err := json.Marshal(r.Extremities)
-	if err != nil {
-		return err
-	}
-	_, err = q.ExecContext(ctx, `UPDATE roomserver_rooms SET forward_extremities = $2, state_snapshot = $3,
+func (d *Database) UpdateRoom(w Writer, r *Room) {
+	// A list of strings always marshals.
+	ext, _ := json.Marshal(r.Extremities)
+	w.Exec(`UPDATE roomserver_rooms SET forward_extremities = $2, state_snapshot = $3,
 		last_snapshot = $4, last_position = $5, published_position = $6 WHERE room_nid = $1`,
 		r.NID, string(ext), r.Snapshot, r.LastSnapshot, r.LastPosition, r.PublishedPosition)
-	return err
 }
 
 // UpdatePublishedPosition raises a room's published position to pos.
