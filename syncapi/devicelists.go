@@ -49,7 +49,7 @@ func (s *Service) handleDeviceListUpdate(ctx context.Context, msg bus.Message) e
 	if err != nil || !applied {
 		return err
 	}
-	rooms, err := s.db.RoomsForUser(ctx, u.UserID)
+	rooms, err := s.roomsForUser(ctx, u.UserID)
 	if err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func (s *Service) handleKeyChanges(w http.ResponseWriter, r *http.Request) {
 		to = to.clampTo(cur)
 		from = from.clampTo(to)
 		caller := httputil.CallerFrom(ctx)
-		memberships, err := s.db.RoomsForUser(ctx, caller.UserID)
+		memberships, err := s.roomsForUser(ctx, caller.UserID)
 		if err != nil {
 			return err
 		}

@@ -168,7 +168,8 @@ func (e *env) waitStored(eventID string) {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if ev != nil {
+		// Stored, and published to /sync once the caches have it.
+		if ev != nil && e.svc.db.LatestPositions().Events >= ev.Position {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

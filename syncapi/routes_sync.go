@@ -86,14 +86,17 @@ func (s *Service) loadFilter(ctx context.Context, userID, param string) (*Filter
 	if strings.HasPrefix(strings.TrimSpace(param), "{") {
 		return parseFilter([]byte(param))
 	}
-	body, err := s.db.GetFilter(ctx, userID, param)
-	if err != nil {
-		return nil, err
-	}
-	if body == nil {
-		return nil, httputil.InvalidParam("No filter %q for this user", param)
-	}
-	return parseFilter(body)
+	// A stored filter never changes, so its parsed form is cached.
+	return s.caches.filters.get(ctx, filterKey{userID, param}, func(ctx context.Context) (*Filter, error) {
+		body, err := s.db.GetFilter(ctx, userID, param)
+		if err != nil {
+			return nil, err
+		}
+		if body == nil {
+			return nil, httputil.InvalidParam("No filter %q for this user", param)
+		}
+		return parseFilter(body)
+	})
 }
 
 // sync answers at once when there is something to send (or for an initial

@@ -148,7 +148,7 @@ func (s *Service) buildSync(ctx context.Context, req *syncRequest, cur StreamTok
 	rf := f.room()
 	fm := eventFormatter{userID: req.userID, deviceID: req.deviceID, now: time.Now(), federation: f != nil && f.EventFormat == "federation"}
 
-	memberships, err := s.db.RoomsForUser(ctx, req.userID)
+	memberships, err := s.roomsForUser(ctx, req.userID)
 	if err != nil {
 		return nil, err
 	}
@@ -156,12 +156,6 @@ func (s *Service) buildSync(ctx context.Context, req *syncRequest, cur StreamTok
 	for _, m := range memberships {
 		if m.Membership == "join" && rf.includesRoom(m.RoomID) {
 			joinedIDs = append(joinedIDs, m.RoomID)
-		}
-	}
-	var lastPos map[string]int64
-	if !initial {
-		if lastPos, err = s.db.RoomLastPositions(ctx, joinedIDs); err != nil {
-			return nil, err
 		}
 	}
 	receipts := map[string][]storage.Receipt{}
@@ -203,7 +197,7 @@ func (s *Service) buildSync(ctx context.Context, req *syncRequest, cur StreamTok
 		changed := initial || m.ChangedAt > since.Events
 		switch m.Membership {
 		case "join":
-			jr, err := s.joinedRoom(ctx, &rc, m, lastPos[m.RoomID], receipts[m.RoomID], roomAccountData[m.RoomID])
+			jr, err := s.joinedRoom(ctx, &rc, m, s.caches.lastPosition(m.RoomID), receipts[m.RoomID], roomAccountData[m.RoomID])
 			if err != nil {
 				return nil, fmt.Errorf("room %s: %w", m.RoomID, err)
 			}
@@ -286,11 +280,31 @@ func (s *Service) joinedRoom(ctx context.Context, rc *roomContext, m storage.Roo
 	if !membershipChanged && lastPos <= rc.since.Events && !rc.req.fullState && len(receipts) == 0 && len(accountData) == 0 && !typingChanged {
 		return nil, nil
 	}
-	hist, err := s.db.MembershipHistory(ctx, m.RoomID, rc.req.userID)
-	if err != nil {
-		return nil, err
+	// The common long-poll wake-up: a user joined since before the token,
+	// and only new events that change no state. The room's in-memory tail
+	// answers it when it reaches back to the token.
+	var tail []tailEvent
+	fromTail := false
+	if !membershipChanged && !rc.req.fullState && lastPos > rc.since.Events {
+		tail, fromTail = s.caches.tailBetween(m.RoomID, rc.since.Events, rc.cur.Events)
+		fromTail = fromTail && !slices.ContainsFunc(tail, func(e tailEvent) bool { return e.changesState })
 	}
-	vis := newRoomVisibility(rc.req.userID, hist)
+	var vis roomVisibility
+	switch {
+	case fromTail:
+		// The membership that changed at m.ChangedAt (a join, at or before
+		// the token) is all the history the visibility rules consult for
+		// events after the token.
+		vis = newRoomVisibility(rc.req.userID, []storage.MembershipAt{{Position: m.ChangedAt, Membership: m.Membership}})
+	case membershipChanged || rc.req.fullState || lastPos > rc.since.Events:
+		// (Otherwise only ephemeral events or account data are new, and
+		// nothing below looks at visibility.)
+		hist, err := s.db.MembershipHistory(ctx, m.RoomID, rc.req.userID)
+		if err != nil {
+			return nil, err
+		}
+		vis = newRoomVisibility(rc.req.userID, hist)
+	}
 	// A room the user was not joined to at the since position is new to
 	// the client: it gets the room from scratch.
 	fresh := rc.initial || (membershipChanged && vis.membershipAtOrBefore(rc.since.Events) != "join")
@@ -310,13 +324,27 @@ func (s *Service) joinedRoom(ctx context.Context, rc *roomContext, m storage.Roo
 		after = 0
 	}
 	var tl []storage.Event
-	if hasEvents || rc.req.fullState {
+	var err error
+	switch {
+	case fromTail:
+		// No state changed after the token, so there is no state to send.
+		var limited, relations bool
+		tl, limited, relations = tailTimeline(tail, m.RoomID, vis, rc.req.filter.timelineLimit(), rc.rf.Timeline)
+		if jr.Timeline, err = s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited, relations); err != nil {
+			return nil, err
+		}
+		if hasMember(tl) {
+			if jr.Summary, err = s.roomSummary(ctx, m.RoomID, rc.req.userID); err != nil {
+				return nil, err
+			}
+		}
+	case hasEvents || rc.req.fullState:
 		var limited bool
 		tl, limited, err = s.timeline(ctx, m.RoomID, vis, after, rc.cur.Events, rc.req.filter.timelineLimit(), rc.rf.Timeline)
 		if err != nil {
 			return nil, err
 		}
-		if jr.Timeline, err = s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited); err != nil {
+		if jr.Timeline, err = s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited, true); err != nil {
 			return nil, err
 		}
 		changedAfter := rc.since.Events
@@ -329,15 +357,9 @@ func (s *Service) joinedRoom(ctx context.Context, rc *roomContext, m storage.Roo
 		}
 		jr.State.Events = rc.fm.formatAll(state)
 		if fresh || hasMember(tl) || hasMember(state) {
-			sum, err := s.db.RoomSummary(ctx, m.RoomID, rc.req.userID, heroesLimit)
-			if err != nil {
+			if jr.Summary, err = s.roomSummary(ctx, m.RoomID, rc.req.userID); err != nil {
 				return nil, err
 			}
-			heroes := sum.Members
-			if heroes == nil {
-				heroes = []string{}
-			}
-			jr.Summary = &roomSummary{Heroes: heroes, JoinedMemberCount: sum.Joined, InvitedMemberCount: sum.Invited}
 		}
 	}
 	if typingChanged {
@@ -381,7 +403,7 @@ func (s *Service) leftRoom(ctx context.Context, rc *roomContext, m storage.RoomM
 	if accountData == nil {
 		accountData = []json.RawMessage{}
 	}
-	tlJSON, err := s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited)
+	tlJSON, err := s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited, true)
 	if err != nil {
 		return nil, err
 	}
@@ -392,11 +414,15 @@ func (s *Service) leftRoom(ctx context.Context, rc *roomContext, m storage.RoomM
 	}, nil
 }
 
-// timelineJSON formats a timeline with its events' bundled aggregations.
-func (s *Service) timelineJSON(ctx context.Context, rc *roomContext, roomID string, vis roomVisibility, tl []storage.Event, limited bool) (timeline, error) {
-	fm, err := s.withRelations(ctx, rc.fm, map[string]roomVisibility{roomID: vis}, tl)
-	if err != nil {
-		return timeline{}, err
+// timelineJSON formats a timeline with its events' bundled aggregations;
+// relations false says the caller knows none of tl has any.
+func (s *Service) timelineJSON(ctx context.Context, rc *roomContext, roomID string, vis roomVisibility, tl []storage.Event, limited, relations bool) (timeline, error) {
+	fm := rc.fm
+	if relations {
+		var err error
+		if fm, err = s.withRelations(ctx, rc.fm, map[string]roomVisibility{roomID: vis}, tl); err != nil {
+			return timeline{}, err
+		}
 	}
 	t := timeline{Events: fm.formatAll(tl), Limited: limited}
 	if len(tl) > 0 {
@@ -416,6 +442,26 @@ func (s *Service) timeline(ctx context.Context, roomID string, vis roomVisibilit
 	}
 	slices.Reverse(evs)
 	return evs, more, nil
+}
+
+// tailTimeline is timeline over events from a room's tail: the newest
+// limit of them that the user may see and the filter keeps, oldest first,
+// whether older ones exist, and whether any kept one has relations.
+func tailTimeline(tail []tailEvent, roomID string, vis roomVisibility, limit int, f *RoomEventFilter) (tl []storage.Event, limited, relations bool) {
+	for i := len(tail) - 1; i >= 0; i-- {
+		e := &tail[i]
+		if e.softFailed || !vis.canSee(&e.Event) || !f.matchesEvent(roomID, e.Sender, e.Type, e.JSON) {
+			continue
+		}
+		if len(tl) == limit {
+			limited = true
+			break
+		}
+		tl = append(tl, e.Event)
+		relations = relations || e.hasChildren
+	}
+	slices.Reverse(tl)
+	return tl, limited, relations
 }
 
 // scan pages through a room's events in (after, before], newest first when
@@ -487,7 +533,7 @@ func (s *Service) stateFor(ctx context.Context, roomID string, f *RoomEventFilte
 	var evs []storage.Event
 	if f != nil && f.LazyLoadMembers {
 		q.MemberKeys = []string{}
-		nonMembers, err := s.db.CurrentState(ctx, q)
+		nonMembers, err := s.currentState(ctx, q)
 		if err != nil {
 			return nil, err
 		}
@@ -497,14 +543,14 @@ func (s *Service) stateFor(ctx context.Context, roomID string, f *RoomEventFilte
 				senders = append(senders, e.Sender)
 			}
 		}
-		members, err := s.db.CurrentState(ctx, storage.StateQuery{RoomID: roomID, OnlyMembers: true, MemberKeys: senders})
+		members, err := s.currentState(ctx, storage.StateQuery{RoomID: roomID, OnlyMembers: true, MemberKeys: senders})
 		if err != nil {
 			return nil, err
 		}
 		evs = append(nonMembers, members...)
 	} else {
 		var err error
-		if evs, err = s.db.CurrentState(ctx, q); err != nil {
+		if evs, err = s.currentState(ctx, q); err != nil {
 			return nil, err
 		}
 	}

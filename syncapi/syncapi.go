@@ -42,9 +42,9 @@ type Service struct {
 	presence *presenceTracker
 	// edus carries ephemeral data to and from other servers (edus.go).
 	edus *eduBridge
-	// backfill fetches history from other servers for /messages
-	// (backfill.go); nil without federation.
-	backfill *backfiller
+	// caches are the in-memory views that keep /sync off the database
+	// (synccache.go).
+	caches *syncCaches
 	// backfill fetches history from other servers for /messages
 	// (backfill.go); nil without federation.
 	backfill *backfiller
@@ -65,7 +65,10 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, u
 	if err != nil {
 		return nil, fmt.Errorf("syncapi storage: %w", err)
 	}
-	s := &Service{cfg: cfg, db: store, users: users, notifier: NewNotifier(), acked: map[string]int64{}}
+	s := &Service{cfg: cfg, db: store, users: users, notifier: NewNotifier(), acked: map[string]int64{}, caches: newSyncCaches()}
+	if err := s.caches.load(ctx, store); err != nil {
+		return nil, err
+	}
 	s.typing = NewTyping(func(roomID string) { s.notifier.WakeRoom(roomID) })
 	s.startPush()
 	if err := store.JoinedMembers(ctx, func(roomID, userID string) {
@@ -133,6 +136,7 @@ func (s *Service) storeAndNotify(ctx context.Context, ne *storage.NewEvent) erro
 		return nil
 	}
 	s.push.stored(ne)
+	s.caches.stored(ne, &res)
 	extra := make([]string, 0, len(res.Changes))
 	for _, c := range res.Changes {
 		s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)

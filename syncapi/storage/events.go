@@ -58,6 +58,16 @@ type StoreResult struct {
 	Position  int64
 	// Changes lists the current-state memberships the event changed.
 	Changes []MembershipChange
+	// Event is the event as stored (what RoomEvents would return for it),
+	// and PrevLastPosition the position of the room's newest event before
+	// it (0 for a new room): the sync API's in-memory timeline tails are
+	// built from these.
+	Event            Event
+	PrevLastPosition int64
+	// HasChildren says that events relating to this one (m.replace,
+	// m.thread or m.reference) were stored before it, so its bundled
+	// aggregations are not empty.
+	HasChildren bool
 }
 
 // DefaultHistoryVisibility applies when a room has no
@@ -73,7 +83,7 @@ func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) 
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		res = StoreResult{}
 		var lastRoomPos int64
-		err := tx.QueryRowContext(ctx, `SELECT last_room_position FROM syncapi_rooms WHERE room_id = $1`, ev.RoomID).Scan(&lastRoomPos)
+		err := tx.QueryRowContext(ctx, `SELECT last_room_position, last_position FROM syncapi_rooms WHERE room_id = $1`, ev.RoomID).Scan(&lastRoomPos, &res.PrevLastPosition)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			lastRoomPos = -1 << 62
@@ -145,6 +155,17 @@ func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) 
 			if err := ev.AfterStore(ctx, tx, res.Position); err != nil {
 				return err
 			}
+		}
+		if !ev.SoftFailed {
+			if res.HasChildren, err = hasChildren(ctx, tx, ev.EventID); err != nil {
+				return err
+			}
+		}
+		res.Event = Event{Position: res.Position, RoomID: ev.RoomID, EventID: ev.EventID, Sender: ev.Sender, Type: ev.Type,
+			StateKey: ev.StateKey, JSON: ev.JSON, HistoryVisibility: visibility, TxnDeviceID: ev.TxnDeviceID, TxnID: ev.TxnID,
+			OriginServerTS: ev.OriginServerTS}
+		if prevContent.Valid {
+			res.Event.PrevContent = []byte(prevContent.String)
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_rooms (room_id, room_version, last_room_position, last_position)
 			VALUES ($1, $2, $3, $4)
@@ -370,21 +391,26 @@ func scanEvents(rows *sql.Rows) ([]Event, error) {
 		if err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Sender, &e.Type, &sk, &js, &prev, &because, &e.HistoryVisibility, &txnDev, &txnID, &e.OriginServerTS); err != nil {
 			return nil, err
 		}
-		e.JSON = []byte(js)
-		if sk.Valid {
-			s := sk.String
-			e.StateKey = &s
-		}
-		if prev.Valid {
-			e.PrevContent = []byte(prev.String)
-		}
-		if because.Valid {
-			e.RedactedBecause = []byte(because.String)
-		}
-		e.TxnDeviceID, e.TxnID = txnDev.String, txnID.String
+		fillEvent(&e, js, sk, prev, because, txnDev, txnID)
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// fillEvent sets the fields of e scanned as text and nullable columns.
+func fillEvent(e *Event, js string, sk, prev, because, txnDev, txnID sql.NullString) {
+	e.JSON = []byte(js)
+	if sk.Valid {
+		s := sk.String
+		e.StateKey = &s
+	}
+	if prev.Valid {
+		e.PrevContent = []byte(prev.String)
+	}
+	if because.Valid {
+		e.RedactedBecause = []byte(because.String)
+	}
+	e.TxnDeviceID, e.TxnID = txnDev.String, txnID.String
 }
 
 // RangeQuery selects a room's visible (not soft-failed) timeline events
@@ -467,34 +493,6 @@ func (d *DB) EventByID(ctx context.Context, eventID string) (*Event, bool, error
 	}
 	e.TxnDeviceID, e.TxnID = txnDev.String, txnID.String
 	return &e, softFailed, rows.Err()
-}
-
-// RoomLastPositions returns the position of the newest stored event of
-// each known room among roomIDs.
-func (d *DB) RoomLastPositions(ctx context.Context, roomIDs []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(roomIDs))
-	for start := 0; start < len(roomIDs); start += 500 {
-		chunk := roomIDs[start:min(start+500, len(roomIDs))]
-		rows, err := d.db.QueryContext(ctx, `SELECT room_id, last_position FROM syncapi_rooms WHERE room_id IN (`+sqlutil.InList(1, len(chunk))+`)`,
-			stringArgs(nil, chunk)...)
-		if err != nil {
-			return nil, fmt.Errorf("room positions: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var pos int64
-			if err := rows.Scan(&id, &pos); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[id] = pos
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // RoomVersion returns a known room's version, or "" if unknown.

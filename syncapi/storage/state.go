@@ -132,58 +132,6 @@ func (d *DB) CurrentState(ctx context.Context, q StateQuery) ([]Event, error) {
 	return scanEvents(rows)
 }
 
-// MemberSummary gives the counts and heroes of a room summary
-// (client-server spec §"GET /sync", RoomSummary).
-type MemberSummary struct {
-	Joined  int
-	Invited int
-	// Members are up to limit joined or invited users other than the
-	// excluded one, oldest membership first.
-	Members []string
-}
-
-// RoomSummary counts a room's joined and invited members and picks heroes.
-func (d *DB) RoomSummary(ctx context.Context, roomID, exclude string, limit int) (MemberSummary, error) {
-	var s MemberSummary
-	rows, err := d.db.QueryContext(ctx, `SELECT membership, COUNT(*) FROM syncapi_current_state
-		WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite') GROUP BY membership`, roomID)
-	if err != nil {
-		return s, fmt.Errorf("member counts: %w", err)
-	}
-	for rows.Next() {
-		var m string
-		var n int
-		if err := rows.Scan(&m, &n); err != nil {
-			rows.Close()
-			return s, err
-		}
-		if m == "join" {
-			s.Joined = n
-		} else {
-			s.Invited = n
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return s, err
-	}
-	rows, err = d.db.QueryContext(ctx, `SELECT state_key FROM syncapi_current_state
-		WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite') AND state_key <> $2
-		ORDER BY changed_at LIMIT $3`, roomID, exclude, limit)
-	if err != nil {
-		return s, fmt.Errorf("heroes: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return s, err
-		}
-		s.Members = append(s.Members, u)
-	}
-	return s, rows.Err()
-}
-
 // CurrentMembership returns a user's current membership in a room, or ""
 // if they have none.
 func (d *DB) CurrentMembership(ctx context.Context, roomID, userID string) (string, error) {
