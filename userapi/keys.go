@@ -127,8 +127,12 @@ func (s *Service) kickPublisher() {
 }
 
 // devicesRemoved deletes the keys of the user's devices that no longer
-// exist, after any path that deletes devices, and announces them.
+// exist, after any path that deletes devices, and announces them; it also
+// drops the user's cached access tokens.
 func (s *Service) devicesRemoved(ctx context.Context, userID string, err error) error {
+	// The removed devices' tokens stop working now, not when they leave
+	// the verified-token cache.
+	s.tokens.forgetUser(userID)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,8 @@ type Service struct {
 	dummyHash     []byte
 
 	keys keyState
+	// tokens caches verified access tokens (tokencache.go).
+	tokens *tokenCache
 }
 
 var _ api.UserAPI = (*Service)(nil)
@@ -60,7 +62,7 @@ func Open(ctx context.Context, db *sqlutil.DB, cfg *config.Config) (*Service, er
 	if err != nil {
 		return nil, fmt.Errorf("open user API storage: %w", err)
 	}
-	return &Service{cfg: cfg, store: st, now: time.Now, keys: newKeyState()}, nil
+	return &Service{cfg: cfg, store: st, now: time.Now, keys: newKeyState(), tokens: newTokenCache()}, nil
 }
 
 func (s *Service) nowMS() int64 { return s.now().UnixMilli() }
@@ -180,31 +182,43 @@ func (s *Service) CreateDevice(ctx context.Context, req api.DeviceRequest) (*api
 	if err != nil {
 		return nil, err
 	}
+	// A re-created device's old token no longer works.
+	s.tokens.forgetUser(req.UserID)
 	return &api.Session{UserID: req.UserID, DeviceID: deviceID, AccessToken: token}, nil
 }
 
 // VerifyAccessToken implements httputil.TokenVerifier with one indexed
-// lookup. Unknown, logged-out and deactivated users' tokens all get
-// M_UNKNOWN_TOKEN with soft_logout false (client-server spec §"Soft
+// lookup, or none while the token is in the verified-token cache
+// (tokencache.go). Unknown, logged-out and deactivated users' tokens all
+// get M_UNKNOWN_TOKEN with soft_logout false (client-server spec §"Soft
 // logout"): the client must log in again.
 func (s *Service) VerifyAccessToken(ctx context.Context, token string) (httputil.Caller, error) {
-	owner, err := s.store.TokenOwner(ctx, hashToken(token))
-	if errors.Is(err, storage.ErrNotFound) {
-		e := httputil.NewError(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown access token")
-		e.Extra = map[string]any{"soft_logout": false}
-		return httputil.Caller{}, e
+	hash := hashToken(token)
+	now := s.now()
+	caller, lastSeen, ok := s.tokens.get(hash, now)
+	if !ok {
+		epoch := s.tokens.begin()
+		owner, err := s.store.TokenOwner(ctx, hash)
+		if errors.Is(err, storage.ErrNotFound) {
+			e := httputil.NewError(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown access token")
+			e.Extra = map[string]any{"soft_logout": false}
+			return httputil.Caller{}, e
+		}
+		if err != nil {
+			return httputil.Caller{}, err
+		}
+		caller, lastSeen = httputil.Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, Admin: owner.Admin}, owner.LastSeenTS
+		s.tokens.put(epoch, hash, caller, lastSeen, now)
 	}
-	if err != nil {
-		return httputil.Caller{}, err
-	}
-	if now := s.nowMS(); now-owner.LastSeenTS > lastSeenGranularity.Milliseconds() {
+	if nowMS := now.UnixMilli(); nowMS-lastSeen > lastSeenGranularity.Milliseconds() {
 		// Last-seen is informational; failing the request over it would
 		// be worse than a stale timestamp.
-		if err := s.store.TouchDevice(ctx, owner.UserID, owner.DeviceID, now); err != nil {
+		if err := s.store.TouchDevice(ctx, caller.UserID, caller.DeviceID, nowMS); err != nil {
 			logrus.WithError(err).Warn("update device last seen")
 		}
+		s.tokens.touched(hash, nowMS)
 	}
-	return httputil.Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, Admin: owner.Admin}, nil
+	return caller, nil
 }
 
 // Logout implements api.UserAPI.
