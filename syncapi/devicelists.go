@@ -123,7 +123,7 @@ func (s *Service) membershipDeviceListCandidates(ctx context.Context, userID str
 			}
 			continue
 		}
-		if m.Membership == "join" {
+		if m.Membership == "join" && s.caches.stateMayHaveChanged(m.RoomID, after, upto) {
 			stable = append(stable, m.RoomID)
 		}
 	}

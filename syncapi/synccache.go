@@ -169,6 +169,27 @@ func (c *syncCaches) tailBetween(roomID string, after, upto int64) ([]tailEvent,
 	return out, true
 }
 
+// stateMayHaveChanged says whether the room's state (and so its
+// membership) may have changed in (after, upto]: not if none of its events
+// is in that range, or if its tail holds them all and none changed state.
+func (c *syncCaches) stateMayHaveChanged(roomID string, after, upto int64) bool {
+	c.roomsMu.Lock()
+	defer c.roomsMu.Unlock()
+	if c.lastPos[roomID] <= after {
+		return false
+	}
+	t, ok := c.tails.get(roomID)
+	if !ok || t.from > after {
+		return true
+	}
+	for _, e := range t.events {
+		if e.Position > after && e.Position <= upto && e.changesState {
+			return true
+		}
+	}
+	return false
+}
+
 // memberSummary is what a room summary is computed from: the joined and
 // invited members, oldest membership change first (the order heroes are
 // picked in).
