@@ -2,8 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -43,7 +41,7 @@ type commitJob struct {
 // single writer anyway, a few on PostgreSQL, where the round trips of one
 // transaction can overlap another's commit.
 type committer struct {
-	db        *sqlutil.DB
+	db        *storage.Database
 	maxActive int
 
 	mu     sync.Mutex
@@ -55,9 +53,9 @@ type committer struct {
 	testHookGroup func(rooms []string)
 }
 
-func newCommitter(db *sqlutil.DB) *committer {
+func newCommitter(db *storage.Database) *committer {
 	c := &committer{db: db, maxActive: 1}
-	if db.Dialect == sqlutil.Postgres {
+	if db.DB.Dialect == sqlutil.Postgres {
 		c.maxActive = 4
 	}
 	return c
@@ -119,16 +117,13 @@ func (c *committer) apply(group []*commitJob) error {
 		}
 		c.testHookGroup(rooms)
 	}
+	writes := make([]*storage.Writes, len(group))
+	for i, j := range group {
+		writes[i] = j.writes
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), txTimeout)
 	defer cancel()
-	return c.db.WithTx(ctx, func(tx *sql.Tx) error {
-		for _, j := range group {
-			if err := j.writes.Apply(ctx, tx); err != nil {
-				return fmt.Errorf("room %s: %w", j.roomID, err)
-			}
-		}
-		return nil
-	})
+	return c.db.ApplyWrites(ctx, writes)
 }
 
 // nidAllocator hands out the NIDs of one counter from blocks reserved in

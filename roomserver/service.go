@@ -108,7 +108,7 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, k
 		keyID:       gomatrixserverlib.KeyID(keys.Current.ID),
 		privateKey:  keys.Current.PrivateKey,
 		events:      newEventCache(eventCacheSize),
-		commits:     newCommitter(db),
+		commits:     newCommitter(store),
 		eventNIDs:   &nidAllocator{db: store, counter: storage.EventNIDs, block: eventNIDBlock},
 		roomNIDs:    &nidAllocator{db: store, counter: storage.RoomNIDs, block: roomNIDBlock},
 		unpublished: map[string]struct{}{},

@@ -16,6 +16,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/parley-chat/parley/internal/sqlutil"
 )
 
@@ -162,14 +165,47 @@ func (w *Writes) Exec(query string, args ...any) {
 // Len is the number of statements recorded.
 func (w *Writes) Len() int { return len(w.stmts) }
 
-// Apply runs the recorded statements in tx, in order.
-func (w *Writes) Apply(ctx context.Context, tx *sql.Tx) error {
-	for _, st := range w.stmts {
-		if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+// ApplyWrites runs the statements of several Writes, in order, in one
+// transaction. On PostgreSQL they go to the server as one pipeline and run
+// in the implicit transaction that ends at the pipeline's sync, so a whole
+// group costs one round trip and one commit; any failing statement rolls
+// all of them back.
+func (d *Database) ApplyWrites(ctx context.Context, writes []*Writes) error {
+	if d.DB.Dialect == sqlutil.Postgres {
+		conn, err := d.DB.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		pipelined := false
+		err = conn.Raw(func(dc any) error {
+			pc, ok := dc.(*stdlib.Conn)
+			if !ok {
+				return nil
+			}
+			pipelined = true
+			batch := &pgx.Batch{}
+			for _, w := range writes {
+				for _, st := range w.stmts {
+					batch.Queue(st.query, st.args...)
+				}
+			}
+			return pc.Conn().SendBatch(ctx, batch).Close()
+		})
+		if pipelined || err != nil {
 			return err
 		}
 	}
-	return nil
+	return d.DB.WithTx(ctx, func(tx *sql.Tx) error {
+		for _, w := range writes {
+			for _, st := range w.stmts {
+				if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Database is the roomserver's store.
