@@ -174,7 +174,7 @@ func (b *Bus) Subscribe(ctx context.Context, stream, durable, subject string, ha
 		Durable:       durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       ackWait,
 		MaxAckPending: 1,
 	}
 	if subject != "" {
@@ -192,7 +192,10 @@ func (b *Bus) Subscribe(ctx context.Context, stream, durable, subject string, ha
 			return
 		}
 		msg := Message{Subject: strings.TrimPrefix(m.Subject(), b.prefix+"."), Data: m.Data(), Sequence: meta.Sequence.Stream}
-		if err := handler(hctx, msg); err != nil {
+		stopProgress := keepInProgress(m)
+		err = handler(hctx, msg)
+		stopProgress()
+		if err != nil {
 			logrus.WithError(err).WithFields(logrus.Fields{"consumer": durable, "seq": msg.Sequence}).Warn("bus handler failed; will retry")
 			_ = m.NakWithDelay(time.Second)
 			return
@@ -206,6 +209,33 @@ func (b *Bus) Subscribe(ctx context.Context, stream, durable, subject string, ha
 		return nil, fmt.Errorf("consume %s: %w", durable, err)
 	}
 	return &Subscription{cc: cc, cancel: cancel}, nil
+}
+
+// ackWait is how long the server waits for an acknowledgement before it
+// delivers a message again. It is short because a message handed to a
+// process that then died blocks its consumer (one message in flight) until
+// it expires: this bounds the stall after a crash. Handlers that run longer
+// are covered by keepInProgress.
+const ackWait = 5 * time.Second
+
+// keepInProgress tells the server every ackWait/3 that m is still being
+// handled, so a slow handler is not raced by a redelivery. It returns the
+// function that stops the reminders.
+func keepInProgress(m jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // Close drains the connection (letting in-flight handlers finish) and stops

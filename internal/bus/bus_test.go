@@ -124,3 +124,39 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSlowHandlerIsNotRedelivered: a handler slower than the ack wait keeps
+// its message (no duplicate delivery while it runs).
+func TestSlowHandlerIsNotRedelivered(t *testing.T) {
+	ctx := context.Background()
+	b, err := Open(ctx, Options{StoreDir: t.TempDir(), Prefix: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.EnsureStream(ctx, "slow", "slow.x"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := 0
+	sub, err := b.Subscribe(ctx, "slow", "c", "slow.x", func(ctx context.Context, m Message) error {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		time.Sleep(ackWait + 2*time.Second)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Stop()
+	if err := b.Publish(ctx, "slow.x", []byte("x"), ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(ackWait + 4*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("handler ran %d times, want 1", calls)
+	}
+}
