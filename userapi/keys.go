@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -131,8 +132,9 @@ func (s *Service) kickPublisher() {
 // drops the user's cached access tokens.
 func (s *Service) devicesRemoved(ctx context.Context, userID string, err error) error {
 	// The removed devices' tokens stop working now, not when they leave
-	// the verified-token cache.
+	// the verified-token cache; their keys are gone too.
 	s.tokens.forgetUser(userID)
+	s.keyCounts.forgetUser(userID)
 	if err != nil {
 		return err
 	}
@@ -341,6 +343,7 @@ func (s *Service) UploadKeys(ctx context.Context, req *api.UploadKeysRequest) (m
 	}
 	if up.DeviceKeys != nil || len(up.OneTimeKeys) > 0 || len(up.FallbackKeys) > 0 {
 		changed, err := s.store.UploadKeys(ctx, up)
+		s.keyCounts.forget([2]string{req.UserID, req.DeviceID})
 		switch {
 		case errors.Is(err, storage.ErrNotFound):
 			return nil, api.ErrNotFound
@@ -374,16 +377,24 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// OneTimeKeyCounts implements api.KeyAPI.
+// OneTimeKeyCounts implements api.KeyAPI. Every /sync of a device asks,
+// so answers are cached (tokencache.go).
 func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (*api.OneTimeKeyCounts, error) {
-	counts, fallback, err := s.store.OneTimeKeyCounts(ctx, userID, deviceID)
-	if err != nil {
-		return nil, err
+	k, now := [2]string{userID, deviceID}, s.now()
+	c, ok := s.keyCounts.get(k, now)
+	if !ok {
+		epoch := s.keyCounts.begin()
+		counts, fallback, err := s.store.OneTimeKeyCounts(ctx, userID, deviceID)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := counts["signed_curve25519"]; !ok {
+			counts["signed_curve25519"] = 0
+		}
+		c = api.OneTimeKeyCounts{Counts: counts, UnusedFallbackAlgorithms: fallback}
+		s.keyCounts.put(epoch, k, userID, c, now)
 	}
-	if _, ok := counts["signed_curve25519"]; !ok {
-		counts["signed_curve25519"] = 0
-	}
-	return &api.OneTimeKeyCounts{Counts: counts, UnusedFallbackAlgorithms: fallback}, nil
+	return &api.OneTimeKeyCounts{Counts: maps.Clone(c.Counts), UnusedFallbackAlgorithms: slices.Clone(c.UnusedFallbackAlgorithms)}, nil
 }
 
 func remoteTimeout(d time.Duration) time.Duration {
@@ -565,6 +576,7 @@ func (s *Service) ClaimKeys(ctx context.Context, req *api.ClaimKeysRequest) (*ap
 				continue
 			}
 			keyID, js, ok, err := s.store.ClaimKey(ctx, userID, deviceID, alg)
+			s.keyCounts.forget([2]string{userID, deviceID})
 			if err != nil {
 				return nil, err
 			}

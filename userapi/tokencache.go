@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/internal/httputil"
+	"github.com/parley-chat/parley/userapi/api"
 )
 
 // Verified access tokens are cached so that a request (above all a
@@ -21,99 +22,116 @@ import (
 // command line, or a second instance sharing the database) is seen here
 // once the entry expires: tokenCacheTTL is the bound on that staleness
 // (docs/ARCHITECTURE.md, "User API").
+//
+// A device's one-time key counts and unused fallback key types, which
+// every /sync of the device reports, are cached the same way: uploads,
+// claims and device removal in this process drop the entry; another
+// process's change is seen within the same bound.
 const (
-	tokenCacheTTL   = time.Minute
-	maxCachedTokens = 100_000
+	tokenCacheTTL    = time.Minute
+	maxCachedEntries = 100_000
 )
 
-type tokenCache struct {
+// userCache maps keys to values owned by a user, for at most
+// tokenCacheTTL each, and forgets a user's or one key's entries on demand.
+type userCache[K comparable, V any] struct {
 	mu      sync.Mutex
-	entries map[[sha256.Size]byte]*cachedToken
-	byUser  map[string]map[[sha256.Size]byte]struct{}
+	entries map[K]*cacheEntry[V]
+	owner   map[K]string
+	byUser  map[string]map[K]struct{}
 	// epoch counts invalidations; a lookup stores its answer only if none
 	// happened while it read the database.
 	epoch uint64
 }
 
-type cachedToken struct {
-	caller   httputil.Caller
-	lastSeen int64
-	expires  time.Time
+type cacheEntry[V any] struct {
+	val     V
+	expires time.Time
 }
 
-func newTokenCache() *tokenCache {
-	return &tokenCache{entries: map[[sha256.Size]byte]*cachedToken{}, byUser: map[string]map[[sha256.Size]byte]struct{}{}}
+func newUserCache[K comparable, V any]() *userCache[K, V] {
+	return &userCache[K, V]{entries: map[K]*cacheEntry[V]{}, owner: map[K]string{}, byUser: map[string]map[K]struct{}{}}
 }
 
-// get returns the cached caller for a token hash, and the device's
-// last-seen time as last written.
-func (c *tokenCache) get(hash []byte, now time.Time) (httputil.Caller, int64, bool) {
+func (c *userCache[K, V]) get(k K, now time.Time) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := [sha256.Size]byte(hash)
 	e, ok := c.entries[k]
 	if !ok {
-		return httputil.Caller{}, 0, false
+		var zero V
+		return zero, false
 	}
 	if now.After(e.expires) {
-		c.removeLocked(k, e.caller.UserID)
-		return httputil.Caller{}, 0, false
+		c.removeLocked(k)
+		var zero V
+		return zero, false
 	}
-	return e.caller, e.lastSeen, true
+	return e.val, true
 }
 
 // begin starts a database lookup; put stores its answer if no
 // invalidation happened since.
-func (c *tokenCache) begin() uint64 {
+func (c *userCache[K, V]) begin() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.epoch
 }
 
-func (c *tokenCache) put(epoch uint64, hash []byte, caller httputil.Caller, lastSeen int64, now time.Time) {
+func (c *userCache[K, V]) put(epoch uint64, k K, userID string, v V, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if epoch != c.epoch {
 		return
 	}
-	if len(c.entries) >= maxCachedTokens {
+	if len(c.entries) >= maxCachedEntries {
 		c.sweepLocked(now)
 	}
-	if len(c.entries) >= maxCachedTokens {
+	if len(c.entries) >= maxCachedEntries {
 		return
 	}
-	k := [sha256.Size]byte(hash)
-	c.entries[k] = &cachedToken{caller: caller, lastSeen: lastSeen, expires: now.Add(tokenCacheTTL)}
-	u := c.byUser[caller.UserID]
+	c.entries[k] = &cacheEntry[V]{val: v, expires: now.Add(tokenCacheTTL)}
+	c.owner[k] = userID
+	u := c.byUser[userID]
 	if u == nil {
-		u = map[[sha256.Size]byte]struct{}{}
-		c.byUser[caller.UserID] = u
+		u = map[K]struct{}{}
+		c.byUser[userID] = u
 	}
 	u[k] = struct{}{}
 }
 
-// touched records a last-seen write for a cached token.
-func (c *tokenCache) touched(hash []byte, lastSeen int64) {
+// modify changes a cached value in place, keeping its expiry.
+func (c *userCache[K, V]) modify(k K, fn func(*V)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries[[sha256.Size]byte(hash)]; ok {
-		e.lastSeen = lastSeen
+	if e, ok := c.entries[k]; ok {
+		fn(&e.val)
 	}
 }
 
-// forgetUser drops every cached token of a user.
-func (c *tokenCache) forgetUser(userID string) {
+// forgetUser drops every entry of a user.
+func (c *userCache[K, V]) forgetUser(userID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
 	for k := range c.byUser[userID] {
 		delete(c.entries, k)
+		delete(c.owner, k)
 	}
 	delete(c.byUser, userID)
 }
 
-func (c *tokenCache) removeLocked(k [sha256.Size]byte, userID string) {
+// forget drops one entry.
+func (c *userCache[K, V]) forget(k K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	c.removeLocked(k)
+}
+
+func (c *userCache[K, V]) removeLocked(k K) {
+	userID := c.owner[k]
 	delete(c.entries, k)
+	delete(c.owner, k)
 	if u := c.byUser[userID]; u != nil {
 		delete(u, k)
 		if len(u) == 0 {
@@ -123,10 +141,22 @@ func (c *tokenCache) removeLocked(k [sha256.Size]byte, userID string) {
 }
 
 // sweepLocked drops expired entries, when the cache is full.
-func (c *tokenCache) sweepLocked(now time.Time) {
+func (c *userCache[K, V]) sweepLocked(now time.Time) {
 	for k, e := range c.entries {
 		if now.After(e.expires) {
-			c.removeLocked(k, e.caller.UserID)
+			c.removeLocked(k)
 		}
 	}
 }
+
+// verifiedToken is a cached answer of VerifyAccessToken, by token hash,
+// with the device's last-seen time as last written.
+type verifiedToken struct {
+	caller   httputil.Caller
+	lastSeen int64
+}
+
+type tokenCache = userCache[[sha256.Size]byte, verifiedToken]
+
+// keyCounts is a cached answer of OneTimeKeyCounts, by (user, device).
+type keyCountCache = userCache[[2]string, api.OneTimeKeyCounts]

@@ -2,6 +2,7 @@ package userapi
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestCachedTokensEndImmediately(t *testing.T) {
 			if c, err := s.VerifyAccessToken(ctx, sess.AccessToken); err != nil || c.UserID != user || c.DeviceID != sess.DeviceID {
 				t.Fatalf("fresh token: %+v, %v", c, err)
 			}
-			if _, _, ok := s.tokens.get(hashToken(sess.AccessToken), s.now()); !ok {
+			if _, ok := s.tokens.get([32]byte(hashToken(sess.AccessToken)), s.now()); !ok {
 				t.Fatal("a verified token is not cached")
 			}
 			return sess.AccessToken
@@ -110,25 +111,75 @@ func TestCachedTokenExpires(t *testing.T) {
 // A lookup that read the database before a logout and finishes after it
 // must not cache what it read.
 func TestTokenLookupRacingALogoutIsNotCached(t *testing.T) {
-	c := newTokenCache()
+	c := newUserCache[[32]byte, verifiedToken]()
 	now := time.Now()
-	hash := hashToken("tok")
+	hash := [32]byte(hashToken("tok"))
+	v := verifiedToken{caller: httputil.Caller{UserID: "@u:x", DeviceID: "D"}}
 	epoch := c.begin()
 	c.forgetUser("@u:x")
-	c.put(epoch, hash, callerFor("@u:x"), 0, now)
-	if _, _, ok := c.get(hash, now); ok {
+	c.put(epoch, hash, "@u:x", v, now)
+	if _, ok := c.get(hash, now); ok {
 		t.Fatal("a lookup that raced an invalidation was cached")
 	}
-	c.put(c.begin(), hash, callerFor("@u:x"), 0, now)
-	if _, _, ok := c.get(hash, now); !ok {
+	c.put(c.begin(), hash, "@u:x", v, now)
+	if _, ok := c.get(hash, now); !ok {
 		t.Fatal("an undisturbed lookup was not cached")
 	}
-	if _, _, ok := c.get(hash, now.Add(tokenCacheTTL+time.Millisecond)); ok {
+	if _, ok := c.get(hash, now.Add(tokenCacheTTL+time.Millisecond)); ok {
 		t.Fatal("an expired entry was returned")
 	}
-	if len(c.entries) != 0 || len(c.byUser) != 0 {
+	if len(c.entries) != 0 || len(c.byUser) != 0 || len(c.owner) != 0 {
 		t.Fatalf("expired entry left behind: %d entries, %d users", len(c.entries), len(c.byUser))
 	}
 }
 
-func callerFor(userID string) httputil.Caller { return httputil.Caller{UserID: userID, DeviceID: "D"} }
+// A device's cached one-time key counts follow uploads, claims and the
+// device's deletion at once.
+func TestCachedKeyCountsFollowChanges(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, dbURL string) {
+		ctx := context.Background()
+		s := openService(t, dbURL)
+		alice := newUserWithDevice(t, s, "alice", "A")
+		count := func() int {
+			t.Helper()
+			c, err := s.OneTimeKeyCounts(ctx, alice, "A")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c.Counts["curve25519"]
+		}
+		upload := func(ids ...string) {
+			t.Helper()
+			otks := map[string]json.RawMessage{}
+			for _, id := range ids {
+				otks["curve25519:"+id] = json.RawMessage(`"key` + id + `"`)
+			}
+			if _, err := s.UploadKeys(ctx, &api.UploadKeysRequest{UserID: alice, DeviceID: "A", OneTimeKeys: otks}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := count(); n != 0 {
+			t.Fatalf("fresh device has %d keys", n)
+		}
+		upload("K1", "K2", "K3")
+		if n := count(); n != 3 {
+			t.Fatalf("after uploading 3: %d", n)
+		}
+		if _, err := s.ClaimKeys(ctx, &api.ClaimKeysRequest{OneTimeKeys: map[string]map[string]string{alice: {"A": "curve25519"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != 2 {
+			t.Fatalf("after a claim: %d", n)
+		}
+		upload("K4")
+		if n := count(); n != 3 {
+			t.Fatalf("after uploading one more: %d", n)
+		}
+		if err := s.DeleteDevices(ctx, alice, []string{"A"}); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != 0 {
+			t.Fatalf("after deleting the device: %d", n)
+		}
+	})
+}

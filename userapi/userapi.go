@@ -50,8 +50,10 @@ type Service struct {
 	dummyHash     []byte
 
 	keys keyState
-	// tokens caches verified access tokens (tokencache.go).
-	tokens *tokenCache
+	// tokens caches verified access tokens and keyCounts the devices'
+	// one-time key counts (tokencache.go).
+	tokens    *tokenCache
+	keyCounts *keyCountCache
 }
 
 var _ api.UserAPI = (*Service)(nil)
@@ -62,7 +64,8 @@ func Open(ctx context.Context, db *sqlutil.DB, cfg *config.Config) (*Service, er
 	if err != nil {
 		return nil, fmt.Errorf("open user API storage: %w", err)
 	}
-	return &Service{cfg: cfg, store: st, now: time.Now, keys: newKeyState(), tokens: newTokenCache()}, nil
+	return &Service{cfg: cfg, store: st, now: time.Now, keys: newKeyState(),
+		tokens: newUserCache[[sha256.Size]byte, verifiedToken](), keyCounts: newUserCache[[2]string, api.OneTimeKeyCounts]()}, nil
 }
 
 func (s *Service) nowMS() int64 { return s.now().UnixMilli() }
@@ -193,12 +196,13 @@ func (s *Service) CreateDevice(ctx context.Context, req api.DeviceRequest) (*api
 // get M_UNKNOWN_TOKEN with soft_logout false (client-server spec §"Soft
 // logout"): the client must log in again.
 func (s *Service) VerifyAccessToken(ctx context.Context, token string) (httputil.Caller, error) {
-	hash := hashToken(token)
+	hash := [sha256.Size]byte(hashToken(token))
 	now := s.now()
-	caller, lastSeen, ok := s.tokens.get(hash, now)
+	cached, ok := s.tokens.get(hash, now)
+	caller, lastSeen := cached.caller, cached.lastSeen
 	if !ok {
 		epoch := s.tokens.begin()
-		owner, err := s.store.TokenOwner(ctx, hash)
+		owner, err := s.store.TokenOwner(ctx, hash[:])
 		if errors.Is(err, storage.ErrNotFound) {
 			e := httputil.NewError(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown access token")
 			e.Extra = map[string]any{"soft_logout": false}
@@ -208,7 +212,7 @@ func (s *Service) VerifyAccessToken(ctx context.Context, token string) (httputil
 			return httputil.Caller{}, err
 		}
 		caller, lastSeen = httputil.Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, Admin: owner.Admin}, owner.LastSeenTS
-		s.tokens.put(epoch, hash, caller, lastSeen, now)
+		s.tokens.put(epoch, hash, caller.UserID, verifiedToken{caller: caller, lastSeen: lastSeen}, now)
 	}
 	if nowMS := now.UnixMilli(); nowMS-lastSeen > lastSeenGranularity.Milliseconds() {
 		// Last-seen is informational; failing the request over it would
@@ -216,7 +220,7 @@ func (s *Service) VerifyAccessToken(ctx context.Context, token string) (httputil
 		if err := s.store.TouchDevice(ctx, caller.UserID, caller.DeviceID, nowMS); err != nil {
 			logrus.WithError(err).Warn("update device last seen")
 		}
-		s.tokens.touched(hash, nowMS)
+		s.tokens.modify(hash, func(v *verifiedToken) { v.lastSeen = nowMS })
 	}
 	return caller, nil
 }
