@@ -422,7 +422,7 @@ func (b *batch) build(ctx context.Context, tmpl *api.EventTemplate, prevs []*eve
 	if tmpl.OriginServerTS > 0 {
 		ts = time.UnixMilli(tmpl.OriginServerTS)
 	}
-	ev, err := b.rs.verImpl.NewEventBuilderFromProtoEvent(proto).Build(ts, b.s.serverName, b.s.keyID, b.s.privateKey)
+	ev, err := signEvent(b.rs.verImpl, proto, ts, b.s.serverName, b.s.keyID, b.s.privateKey)
 	if err != nil {
 		var ve gomatrixserverlib.EventValidationError
 		tooLarge := errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge
