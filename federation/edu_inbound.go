@@ -16,14 +16,15 @@ import (
 
 // EDU types this server acts on (server-server spec §"Typing
 // Notifications", §"Receipts", §"Send-to-device messaging", §"Device
-// Management"). Others, m.presence included, are accepted and ignored, as
-// the spec allows.
+// Management", §"Presence"). Others are accepted and ignored, as the spec
+// allows.
 const (
 	eduTyping           = "m.typing"
 	eduReceipt          = "m.receipt"
 	eduDirectToDevice   = "m.direct_to_device"
 	eduDeviceListUpdate = "m.device_list_update"
 	eduSigningKeyUpdate = "m.signing_key_update"
+	eduPresence         = "m.presence"
 )
 
 // processEDUs handles the EDUs of a transaction from origin. An EDU that
@@ -53,6 +54,8 @@ func (s *Service) processEDUs(ctx context.Context, origin spec.ServerName, raws 
 			err = s.inboundDeviceListUpdate(ctx, origin, edu.Content)
 		case eduSigningKeyUpdate:
 			err = s.inboundSigningKeyUpdate(ctx, origin, edu.Content)
+		case eduPresence:
+			err = s.inboundPresence(ctx, origin, edu.Content)
 		}
 		if err != nil {
 			var bad *droppedEDU
@@ -299,4 +302,49 @@ func checkRemoteCrossSigningKey(userID, usage string, key json.RawMessage) ([]by
 		}
 	}
 	return nil, fmt.Errorf("%s key of %s lacks usage %q", usage, userID, usage)
+}
+
+// Bounds of an inbound m.presence EDU.
+const (
+	maxInboundPresence = 1000
+	maxStatusMsgLength = 1024
+)
+
+// inboundPresence passes on the presence of origin's users who share a
+// room with this server (server-server spec §"Presence"); entries for
+// other servers' users, for users in no room here, or with an unknown
+// state are dropped one by one.
+func (s *Service) inboundPresence(ctx context.Context, origin spec.ServerName, content json.RawMessage) error {
+	var c syncapi.PresenceUpdates
+	if err := json.Unmarshal(content, &c); err != nil {
+		return dropEDU("malformed m.presence")
+	}
+	if len(c.Push) > maxInboundPresence {
+		return dropEDU("m.presence with %d entries", len(c.Push))
+	}
+	var keep []syncapi.PresenceUpdate
+	for _, u := range c.Push {
+		if userOf(origin, u.UserID) != nil {
+			continue
+		}
+		switch u.Presence {
+		case "online", "offline", "unavailable":
+		default:
+			continue
+		}
+		if u.StatusMsg != nil && len(*u.StatusMsg) > maxStatusMsgLength || u.LastActiveAgo < 0 {
+			continue
+		}
+		shared, err := s.db.HasJoinedRoom(ctx, u.UserID)
+		if err != nil {
+			return err
+		}
+		if shared {
+			keep = append(keep, u)
+		}
+	}
+	if len(keep) == 0 {
+		return dropEDU("no presence of a user of %s in a room here", origin)
+	}
+	return s.edus.publish(ctx, syncapi.FederationPresenceSubj, syncapi.PresenceUpdates{Push: keep}, "")
 }

@@ -41,8 +41,8 @@ func (s *Service) startEDUs(ctx context.Context, b *bus.Bus) error {
 		name     string
 		subjects []string
 	}{
-		{syncapi.EphemeralStream, []string{syncapi.TypingSubject, syncapi.ReceiptSubject, syncapi.RemoteToDeviceSubject}},
-		{syncapi.FederationEDUStream, []string{syncapi.FederationTypingSubj, syncapi.FederationReceiptSubj, syncapi.FederationToDeviceSubj}},
+		{syncapi.EphemeralStream, syncapi.EphemeralSubjects},
+		{syncapi.FederationEDUStream, syncapi.FederationEDUSubjects},
 		{userapi.DeviceListStream, []string{userapi.DeviceListSubject}},
 	} {
 		if err := b.EnsureStream(ctx, st.name, st.subjects...); err != nil {
@@ -129,6 +129,13 @@ func (e *eduState) handleLocalEphemeral(ctx context.Context, msg bus.Message) er
 			return nil
 		}
 		return e.queueToDevice(ctx, &m)
+	case syncapi.PresenceSubject:
+		var u syncapi.PresenceUpdates
+		if err := json.Unmarshal(msg.Data, &u); err != nil {
+			log.WithError(err).Debug("federation: presence update skipped")
+			return nil
+		}
+		return e.queuePresence(ctx, u.Push)
 	}
 	log.Warn("federation: unknown ephemeral subject; skipped")
 	return nil
@@ -257,5 +264,44 @@ func (e *eduState) handleLocalDeviceList(ctx context.Context, msg bus.Message) e
 		return err
 	}
 	e.s.sender.Notify(others)
+	return nil
+}
+
+// maxPresencePerEDU bounds the users of one outbound m.presence EDU.
+const maxPresencePerEDU = 100
+
+// queuePresence sends local users' presence to every server sharing a
+// room with them (server-server spec §"Presence"), one m.presence EDU per
+// server carrying all of that server's users (in chunks).
+func (e *eduState) queuePresence(ctx context.Context, updates []syncapi.PresenceUpdate) error {
+	byServer := map[string][]syncapi.PresenceUpdate{}
+	for _, u := range updates {
+		if !e.isLocal(u.UserID) {
+			continue
+		}
+		dests, err := e.s.db.ServersSharingRoomWith(ctx, u.UserID)
+		if err != nil {
+			return err
+		}
+		for _, d := range dests {
+			if d != string(e.s.serverName) {
+				byServer[d] = append(byServer[d], u)
+			}
+		}
+	}
+	servers := make([]string, 0, len(byServer))
+	for s := range byServer {
+		servers = append(servers, s)
+	}
+	sort.Strings(servers)
+	for _, server := range servers {
+		push := byServer[server]
+		for start := 0; start < len(push); start += maxPresencePerEDU {
+			content := syncapi.PresenceUpdates{Push: push[start:min(start+maxPresencePerEDU, len(push))]}
+			if err := e.queue(ctx, []string{server}, eduPresence, content); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }

@@ -38,10 +38,10 @@ type eduBridge struct {
 
 // startEDUs creates both streams and consumes inbound EDUs.
 func (s *Service) startEDUs(ctx context.Context, b *bus.Bus) error {
-	if err := b.EnsureStream(ctx, api.EphemeralStream, api.TypingSubject, api.ReceiptSubject, api.RemoteToDeviceSubject); err != nil {
+	if err := b.EnsureStream(ctx, api.EphemeralStream, api.EphemeralSubjects...); err != nil {
 		return err
 	}
-	if err := b.EnsureStream(ctx, api.FederationEDUStream, api.FederationTypingSubj, api.FederationReceiptSubj, api.FederationToDeviceSubj); err != nil {
+	if err := b.EnsureStream(ctx, api.FederationEDUStream, api.FederationEDUSubjects...); err != nil {
 		return err
 	}
 	s.edus = &eduBridge{bus: b}
@@ -153,6 +153,13 @@ func (s *Service) handleFederationEDU(ctx context.Context, msg bus.Message) erro
 		}
 		s.notifier.WakeRoom(u.RoomID)
 		return nil
+	case api.FederationPresenceSubj:
+		var u api.PresenceUpdates
+		if err := json.Unmarshal(msg.Data, &u); err != nil {
+			log.WithError(err).Error("syncapi: malformed federation presence; skipped")
+			return nil
+		}
+		return s.storeRemotePresence(ctx, u.Push)
 	case api.FederationToDeviceSubj:
 		var m api.ToDeviceMessages
 		if err := json.Unmarshal(msg.Data, &m); err != nil || m.Sender == "" || m.MessageID == "" || m.Type == "" {

@@ -217,6 +217,7 @@ func (t *presenceTracker) flush(ctx context.Context) {
 	for i, c := range changes {
 		changed[i] = c.UserID
 	}
+	t.s.publishPresence(ctx, changes)
 	t.wake(ctx, changed)
 }
 
@@ -270,6 +271,7 @@ func (t *presenceTracker) set(ctx context.Context, userID, presence string, stat
 		}
 	}
 	t.mu.Unlock()
+	t.s.publishPresence(ctx, []storage.Presence{p})
 	t.wake(ctx, []string{userID})
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package api is the sync API's boundary with the federation component:
 // the bus streams that carry ephemeral data (typing, read receipts,
-// send-to-device messages) between this server's users and other servers.
+// send-to-device messages, presence) between this server's users and other servers.
 //
 // Two streams, one per direction, with the same payload types:
 //
@@ -20,10 +20,19 @@ const (
 	TypingSubject          = "syncapi.typing"
 	ReceiptSubject         = "syncapi.receipt"
 	RemoteToDeviceSubject  = "syncapi.to_device_remote"
+	PresenceSubject        = "syncapi.presence"
 	FederationEDUStream    = "federation_edus"
 	FederationTypingSubj   = "federation.edu.typing"
 	FederationReceiptSubj  = "federation.edu.receipt"
 	FederationToDeviceSubj = "federation.edu.to_device"
+	FederationPresenceSubj = "federation.edu.presence"
+)
+
+// EphemeralSubjects and FederationEDUSubjects are the subjects of the two
+// streams; both components create the streams with these lists.
+var (
+	EphemeralSubjects     = []string{TypingSubject, ReceiptSubject, RemoteToDeviceSubject, PresenceSubject}
+	FederationEDUSubjects = []string{FederationTypingSubj, FederationReceiptSubj, FederationToDeviceSubj, FederationPresenceSubj}
 )
 
 // TypingUpdate is a user starting or stopping typing in a room.
@@ -56,4 +65,21 @@ type ToDeviceMessages struct {
 	MessageID string `json:"message_id"`
 	// Messages maps user ID → device ID (or "*") → content.
 	Messages map[string]map[string]json.RawMessage `json:"messages"`
+}
+
+// PresenceUpdates are users' presence changes, in the shape of the
+// m.presence EDU's content (server-server spec §"Presence"): local users'
+// on PresenceSubject, one message per batch of changes; remote users'
+// (checked to belong to the origin) on FederationPresenceSubj.
+type PresenceUpdates struct {
+	Push []PresenceUpdate `json:"push"`
+}
+
+// PresenceUpdate is one user's presence.
+type PresenceUpdate struct {
+	UserID          string  `json:"user_id"`
+	Presence        string  `json:"presence"`
+	StatusMsg       *string `json:"status_msg,omitempty"`
+	LastActiveAgo   int64   `json:"last_active_ago"`
+	CurrentlyActive bool    `json:"currently_active,omitempty"`
 }
