@@ -21,7 +21,10 @@ tls_dir=/tls
 # Complement registers and logs in many users quickly from one address.
 : "${PARLEY_RATE_LIMITS_ENABLED:=false}"
 : "${PARLEY_ACCOUNTS_BCRYPT_COST:=4}"
-export PARLEY_REGISTRATION_SHARED_SECRET PARLEY_RATE_LIMITS_ENABLED PARLEY_ACCOUNTS_BCRYPT_COST
+# Complement's test web server (URL preview targets) sits on a
+# Docker-private address, which previews refuse by default (media.url_preview_allow_private).
+: "${PARLEY_MEDIA_URL_PREVIEW_ALLOW_PRIVATE:=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16}"
+export PARLEY_REGISTRATION_SHARED_SECRET PARLEY_RATE_LIMITS_ENABLED PARLEY_ACCOUNTS_BCRYPT_COST PARLEY_MEDIA_URL_PREVIEW_ALLOW_PRIVATE
 
 if [ -r "$ca_dir/ca.crt" ] && [ -r "$ca_dir/ca.key" ]; then
 	# A fresh certificate at every start: blueprint images are committed
