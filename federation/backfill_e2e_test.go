@@ -19,8 +19,8 @@ func pageBack(t *testing.T, cli *mautrix.Client, roomID id.RoomID, limit int) []
 	var out []*event.Event
 	from := ""
 	for pages := 0; ; pages++ {
-		if pages == 50 {
-			t.Fatalf("%s: /messages did not end after 50 pages", cli.UserID)
+		if pages == 100 {
+			t.Fatalf("%s: /messages did not end after 100 pages", cli.UserID)
 		}
 		resp, err := cli.Messages(context.Background(), roomID, from, "", mautrix.DirectionBackward, nil, limit)
 		if err != nil {
@@ -95,12 +95,35 @@ func TestBackfillIntoMessages(t *testing.T) {
 				t.Fatalf("bob's /messages bodies:\n got %q\nwant %q", got, want)
 			}
 
-			// A second reader pages the same history again, now served
-			// from what B stored; with shared visibility the room's
-			// creation is reached and served too.
+			// Paging again is served from what B stored, whatever the page
+			// size (one event a page ends a page exactly at B's join);
+			// with shared visibility the room's creation is reached too.
+			if got := messageBodies(pageBack(t, bob, room.RoomID, 1)); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("one event a page: got %q, want %q", got, want)
+			}
 			all := pageBack(t, bob, room.RoomID, 100)
 			if got := messageBodies(all); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("second read: got %q, want %q", got, want)
+			}
+			if tc.seesBefore {
+				// Forwards from a token inside the backfilled history: the
+				// newer backfilled events, then B's own timeline.
+				back, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 10)
+				if err != nil || back.End == "" {
+					t.Fatalf("backwards page: %v, end %q", err, back.End)
+				}
+				fwd, err := bob.Messages(ctx, room.RoomID, back.End, "", mautrix.DirectionForward, nil, 100)
+				if err != nil {
+					t.Fatalf("forwards from %s: %v", back.End, err)
+				}
+				backBodies := messageBodies(back.Chunk)
+				var wantFwd []string
+				for i := len(backBodies) - 2; i >= 0; i-- {
+					wantFwd = append(wantFwd, backBodies[i])
+				}
+				if got := messageBodies(fwd.Chunk); fmt.Sprint(got) != fmt.Sprint(wantFwd) {
+					t.Fatalf("forwards from %s: got %q, want %q", back.End, got, wantFwd)
+				}
 			}
 			last := all[len(all)-1]
 			if tc.seesBefore && last.Type != event.StateCreate {

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,60 +149,70 @@ func (bv *backfillVisibility) canSee(r *storage.BackfillRow) bool {
 	return bv.reader.Allowed(p)
 }
 
+// backfillTop is a cursor before every backfilled event: the start of a
+// room's backfilled history when paging backwards.
+var backfillTop = storage.BackfillCursor{Depth: math.MaxInt64, ID: math.MaxInt64}
+
 // backfillEvents returns up to limit events of the room's backfilled
-// history that the user may see and f lets through, from the cursor (nil:
-// the newest) backwards, fetching more from other servers when the stored
-// history runs out. more says whether older history may remain.
-func (s *Service) backfillEvents(ctx context.Context, roomID string, vis roomVisibility, from *storage.BackfillCursor, limit int, f *RoomEventFilter) (out []storage.BackfillRow, more bool, err error) {
+// history that the user may see and f lets through, backwards from the
+// cursor, fetching more from other servers when the stored history runs
+// out. next is where the following page starts, nil when no older history
+// is left (or, after a failed fetch, none is available for now).
+func (s *Service) backfillEvents(ctx context.Context, roomID string, vis roomVisibility, from storage.BackfillCursor, limit int, f *RoomEventFilter) (out []storage.BackfillRow, next *storage.BackfillCursor, err error) {
 	if f != nil && ((f.Types != nil && len(*f.Types) == 0) || (f.Senders != nil && len(*f.Senders) == 0) || !matchList(f.Rooms, f.NotRooms, roomID, false)) {
-		return nil, false, nil
+		return nil, nil, nil
 	}
 	bv, err := s.backfillVisibility(ctx, roomID, vis)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	batch := max(2*(limit+1), 50)
 	scanned, fetches := 0, 0
 	for {
-		rows, err := s.db.BackfillEvents(ctx, roomID, from, true, batch)
+		rows, err := s.db.BackfillEvents(ctx, roomID, &from, true, batch)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		for i := range rows {
 			if bv.canSee(&rows[i]) && f.matchesEvent(roomID, rows[i].Sender, rows[i].Type, rows[i].JSON) {
-				out = append(out, rows[i])
-				if len(out) == limit+1 {
-					return out[:limit], true, nil
+				if len(out) == limit {
+					return out, &out[limit-1].Cursor, nil
 				}
+				out = append(out, rows[i])
 			}
 		}
 		scanned += len(rows)
 		if len(rows) > 0 {
-			from = &rows[len(rows)-1].Cursor
+			from = rows[len(rows)-1].Cursor
 		}
 		if scanned >= maxScanRows {
-			return out, true, nil
+			return out, &from, nil
 		}
 		if len(rows) == batch {
 			continue
 		}
 		// Everything stored was read: fetch older history.
 		if fetches == maxBackfillFetches {
-			return out, true, nil
+			return out, &from, nil
 		}
 		fetches++
 		progress, err := s.fetchBackfill(ctx, roomID)
-		if err != nil {
-			return nil, false, err
-		}
-		if !progress {
-			return out, false, nil
-		}
-		if from == nil {
-			// Nothing was stored before: read the new history from its top.
-			continue
+		if err != nil || !progress {
+			return out, nil, err
 		}
 	}
+}
+
+// backfillMayHaveMore says whether a room may have backfilled history to
+// page into: some is stored, or the room's beginning is not stored here
+// and other servers have not yet been found to have nothing.
+func (s *Service) backfillMayHaveMore(ctx context.Context, roomID string) (bool, error) {
+	st, err := s.db.BackfillRoomState(ctx, roomID)
+	if err != nil || st.Started {
+		return len(st.Oldest) > 0 || !st.Complete, err
+	}
+	first, createShown, err := s.db.EarliestEvent(ctx, roomID)
+	return first != nil && !createShown, err
 }
 
 // fetchBackfill asks the federation component for the history before the
@@ -292,16 +303,24 @@ func backfillRowsAsEvents(rows []storage.BackfillRow) []storage.Event {
 // the room's beginning is not stored here. It returns the page's events
 // and its end token ("" at the start of the room).
 func (s *Service) continueIntoBackfill(ctx context.Context, roomID string, vis roomVisibility, evs []storage.Event, limit int, f *RoomEventFilter) ([]storage.Event, string, error) {
-	if s.backfill == nil || len(evs) >= limit {
+	if s.backfill == nil {
 		return evs, "", nil
 	}
-	rows, more, err := s.backfillEvents(ctx, roomID, vis, nil, limit-len(evs), f)
+	if len(evs) >= limit {
+		// The page is full: the next one starts in backfilled history.
+		may, err := s.backfillMayHaveMore(ctx, roomID)
+		if err != nil || !may {
+			return evs, "", err
+		}
+		return evs, backfillToken(backfillTop), nil
+	}
+	rows, next, err := s.backfillEvents(ctx, roomID, vis, backfillTop, limit-len(evs), f)
 	if err != nil {
 		return nil, "", err
 	}
 	end := ""
-	if more && len(rows) > 0 {
-		end = backfillToken(rows[len(rows)-1].Cursor)
+	if next != nil {
+		end = backfillToken(*next)
 	}
 	return append(evs, backfillRowsAsEvents(rows)...), end, nil
 }
@@ -321,12 +340,12 @@ func (s *Service) messagesInBackfill(ctx context.Context, roomID, dir string, fr
 	var evs []storage.Event
 	end := ""
 	if dir == "b" {
-		rows, more, err := s.backfillEvents(ctx, roomID, vis, &from, limit, f)
+		rows, next, err := s.backfillEvents(ctx, roomID, vis, from, limit, f)
 		if err != nil {
 			return nil, err
 		}
-		if more && len(rows) > 0 {
-			end = backfillToken(rows[len(rows)-1].Cursor)
+		if next != nil {
+			end = backfillToken(*next)
 		}
 		evs = backfillRowsAsEvents(rows)
 	} else if evs, end, err = s.forwardsFromBackfill(ctx, roomID, vis, from, limit, f, upto); err != nil {
