@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 )
 
 // Queries that fill the sync API's in-memory caches (syncapi/synccache.go).
@@ -101,4 +103,67 @@ func (d *DB) CurrentStateEntries(ctx context.Context, roomID string) ([]StateEnt
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// maxRecentPresence bounds the in-memory log of presence changes.
+const maxRecentPresence = 4096
+
+// presenceLog holds the newest presence changes, so that the /syncs a
+// burst of presence changes wakes (every member of the changed users'
+// rooms) read them from memory. Like syncapi_presence it has at most one
+// entry per user, the latest; it holds every change with a position above
+// from.
+type presenceLog struct {
+	mu      sync.Mutex // held by PutPresences across its transaction
+	logMu   sync.Mutex // guards from and entries
+	from    int64
+	entries []Presence
+}
+
+// appendLocked adds committed changes, in position order; the caller holds mu.
+func (l *presenceLog) appendLocked(ps []Presence) {
+	l.logMu.Lock()
+	defer l.logMu.Unlock()
+	for _, p := range ps {
+		l.entries = slices.DeleteFunc(l.entries, func(e Presence) bool { return e.UserID == p.UserID })
+		l.entries = append(l.entries, p)
+	}
+	if n := len(l.entries) - maxRecentPresence; n > 0 {
+		l.from = l.entries[n-1].Position
+		l.entries = slices.Delete(l.entries, 0, n)
+	}
+}
+
+// since answers PresenceSince if the log reaches back to after.
+func (l *presenceLog) since(after, upto int64, skipOffline bool, limit int) ([]Presence, bool) {
+	l.logMu.Lock()
+	defer l.logMu.Unlock()
+	if after < l.from {
+		return nil, false
+	}
+	var out []Presence
+	for _, p := range l.entries {
+		if len(out) == limit {
+			break
+		}
+		if p.Position > after && p.Position <= upto && !(skipOffline && p.Presence == "offline") {
+			out = append(out, p)
+		}
+	}
+	return out, true
+}
+
+// touch mirrors TouchPresence.
+func (l *presenceLog) touch(users []string, ts int64) {
+	set := make(map[string]bool, len(users))
+	for _, u := range users {
+		set[u] = true
+	}
+	l.logMu.Lock()
+	defer l.logMu.Unlock()
+	for i := range l.entries {
+		if set[l.entries[i].UserID] {
+			l.entries[i].LastActiveTS = ts
+		}
+	}
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/parley-chat/parley/internal/sqlutil"
@@ -72,6 +73,60 @@ func TestLatestPositionsFollowWriters(t *testing.T) {
 		}
 		if got := again.LatestPositions(); got != want {
 			t.Fatalf("reloaded positions = %+v, want %+v", got, want)
+		}
+	})
+}
+
+// PresenceSince answers from the in-memory log exactly as from the table.
+func TestPresenceLogMatchesTable(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, dbURL string) {
+		ctx := context.Background()
+		d := openTest(t, dbURL)
+		if _, err := d.PutPresences(ctx, []Presence{{UserID: "@a:x", Presence: "online", LastActiveTS: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		msg := "away"
+		for _, batch := range [][]Presence{
+			{{UserID: "@b:x", Presence: "online", LastActiveTS: 2}, {UserID: "@c:x", Presence: "offline", LastActiveTS: 3}},
+			{{UserID: "@a:x", Presence: "unavailable", StatusMsg: &msg, LastActiveTS: 4}},
+			{{UserID: "@b:x", Presence: "offline", LastActiveTS: 5}},
+		} {
+			if _, err := d.PutPresences(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.TouchPresence(ctx, []string{"@a:x"}, 99); err != nil {
+			t.Fatal(err)
+		}
+		sdb, err := sqlutil.Open(dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		fromTable, err := Open(ctx, sdb) // its log starts empty, at the current position
+		if err != nil {
+			t.Fatal(err)
+		}
+		upto := d.LatestPositions().Presence
+		for after := int64(0); after <= upto; after++ {
+			for _, skip := range []bool{false, true} {
+				mem, err := d.PresenceSince(ctx, after, upto, skip, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tab, err := fromTable.PresenceSince(ctx, after, upto, skip, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				jm, _ := json.Marshal(mem)
+				jt, _ := json.Marshal(tab)
+				if string(jm) != string(jt) {
+					t.Fatalf("since %d skipOffline %v: log %s, table %s", after, skip, jm, jt)
+				}
+			}
+		}
+		if got, _ := d.PresenceSince(ctx, 0, upto, false, 1); len(got) != 1 {
+			t.Fatalf("limit 1: %+v", got)
 		}
 	})
 }

@@ -23,13 +23,20 @@ type Presence struct {
 // PutPresences stores a batch of presence updates in one transaction, each
 // with a new presence stream position, and returns the last position.
 func (d *DB) PutPresences(ctx context.Context, ps []Presence) (int64, error) {
+	// One writer at a time, so that the recent-changes log is appended to
+	// in position order before the position is published.
+	d.presence.mu.Lock()
+	defer d.presence.mu.Unlock()
 	var pos int64
+	stored := make([]Presence, len(ps))
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		for _, p := range ps {
+		for i, p := range ps {
 			var err error
 			if pos, err = nextPosition(ctx, tx, StreamPresence); err != nil {
 				return err
 			}
+			stored[i] = p
+			stored[i].Position = pos
 			var msg sql.NullString
 			if p.StatusMsg != nil {
 				msg = sql.NullString{String: *p.StatusMsg, Valid: true}
@@ -45,6 +52,7 @@ func (d *DB) PutPresences(ctx context.Context, ps []Presence) (int64, error) {
 		return nil
 	})
 	if err == nil {
+		d.presence.appendLocked(stored)
 		advance(&d.pos.presence, pos)
 	}
 	return pos, err
@@ -106,6 +114,9 @@ func (d *DB) PresencesFor(ctx context.Context, userIDs []string) ([]Presence, er
 // them. With skipOffline, users whose presence is offline are left out (an
 // initial sync need not list them: offline is what clients assume).
 func (d *DB) PresenceSince(ctx context.Context, after, upto int64, skipOffline bool, limit int) ([]Presence, error) {
+	if out, ok := d.presence.since(after, upto, skipOffline, limit); ok {
+		return out, nil
+	}
 	q := `SELECT ` + presenceColumns + ` FROM syncapi_presence WHERE position > $1 AND position <= $2`
 	if skipOffline {
 		q += ` AND presence <> 'offline'`
@@ -218,6 +229,7 @@ func (d *DB) TouchPresence(ctx context.Context, users []string, ts int64) error 
 			return fmt.Errorf("touch presence: %w", err)
 		}
 	}
+	d.presence.touch(users, ts)
 	return nil
 }
 

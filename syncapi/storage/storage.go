@@ -119,8 +119,9 @@ CREATE TABLE syncapi_filters (
 
 // DB is the sync API's database.
 type DB struct {
-	db  *sqlutil.DB
-	pos streamPositions
+	db       *sqlutil.DB
+	pos      streamPositions
+	presence presenceLog
 }
 
 // Open runs the sync API's migrations on db and returns its storage.
