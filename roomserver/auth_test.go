@@ -45,6 +45,14 @@ func TestAuthRulesThroughSendEvent(t *testing.T) {
 			{"user redacts someone else's event", public, bob, "m.room.redaction", nil, map[string]any{"redacts": aliceMsg}, false},
 			{"user redacts own event", public, bob, "m.room.redaction", nil, map[string]any{"redacts": bobMsg}, true},
 			{"admin redacts someone else's event", public, alice, "m.room.redaction", nil, map[string]any{"redacts": aliceMsg}, true},
+			// Auth events of messages are cached per sender; these check
+			// that a state change reaches the next message.
+			{"member sends", public, bob, "m.room.message", nil, map[string]any{"body": "x"}, true},
+			{"admin raises events_default", public, alice, "m.room.power_levels", strp(""), map[string]any{"users": map[string]int{alice: 100, dave: 50}, "events_default": 50}, true},
+			{"member below events_default sends", public, bob, "m.room.message", nil, map[string]any{"body": "x"}, false},
+			{"moderator sends", public, dave, "m.room.message", nil, map[string]any{"body": "x"}, true},
+			{"admin kicks moderator", public, alice, "m.room.member", strp(dave), map[string]any{"membership": "leave"}, true},
+			{"kicked user sends", public, dave, "m.room.message", nil, map[string]any{"body": "x"}, false},
 		}
 		for _, s := range steps {
 			_, err := h.send(s.room, s.sender, s.evType, s.key, s.content)

@@ -25,6 +25,8 @@ const (
 	// maxEventBytes is the spec's size limit of an event's JSON
 	// (client-server spec §"Size limits").
 	maxEventBytes = 65536
+	// maxAuthCacheSenders bounds a room's cached auth event selections.
+	maxAuthCacheSenders = 1024
 )
 
 // roomState is a room's committed state, cached by its actor.
@@ -37,6 +39,15 @@ type roomState struct {
 	// published is the room position up to which output is known to be
 	// on the bus (room.PublishedPosition is its lazily stored copy).
 	published int64
+	// authCache holds, per sender, the auth events of a non-state event
+	// on the current state; only the actor uses it.
+	authCache map[string]*cachedAuthEvents
+}
+
+// cachedAuthEvents are the auth events selected for an event and their IDs.
+type cachedAuthEvents struct {
+	events *gomatrixserverlib.AuthEvents
+	refs   []string
 }
 
 func (rs *roomState) size() int { return len(rs.current) }
@@ -99,6 +110,8 @@ type batch struct {
 	pendingRedactions map[string][]string
 	txns              map[string]string
 	outputs           []*api.OutputEvent
+	// redactedAny says whether the batch redacted a stored event.
+	redactedAny bool
 }
 
 func newBatch(s *Service, rs *roomState) *batch {
@@ -221,6 +234,11 @@ func (s *Service) processBatch(ctx context.Context, a *roomActor, tasks []*task)
 
 // apply moves the committed batch into the room's cached state.
 func (b *batch) apply() {
+	if len(b.current.changes) > 0 || b.redactedAny {
+		// Auth events were selected from the state, or are events this
+		// batch redacted.
+		b.rs.authCache = nil
+	}
 	for t, n := range b.current.changes {
 		if n == 0 {
 			delete(b.rs.current, t)
@@ -405,15 +423,7 @@ func (b *batch) build(ctx context.Context, tmpl *api.EventTemplate, prevs []*eve
 		PrevEvents: prevIDs,
 		Depth:      depth,
 	}
-	needed, err := gomatrixserverlib.StateNeededForProtoEvent(proto)
-	if err != nil {
-		return nil, nil, &api.BadEventError{Reason: err.Error()}
-	}
-	authEvents, err := b.authEventsFrom(ctx, before.state, needed)
-	if err != nil {
-		return nil, nil, err
-	}
-	refs, err := needed.AuthEventReferences(authEvents)
+	authEvents, refs, err := b.authEventsFor(ctx, proto, before)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -434,6 +444,38 @@ func (b *batch) build(ctx context.Context, tmpl *api.EventTemplate, prevs []*eve
 		return nil, nil, &api.BadEventError{Reason: fmt.Sprintf("event is %d bytes, more than %d", len(ev.JSON()), maxEventBytes), TooLarge: true}
 	}
 	return ev, authEvents, nil
+}
+
+// authEventsFor selects the auth events of a local event from the state
+// before it (auth rules §"Auth events selection"). A non-state event needs
+// the create event, the power levels and its sender's membership whatever
+// its type, so on the room's committed current state the selection is
+// cached per sender until the current state changes.
+func (b *batch) authEventsFor(ctx context.Context, proto *gomatrixserverlib.ProtoEvent, before *snapRef) (*gomatrixserverlib.AuthEvents, []string, error) {
+	cacheable := proto.StateKey == nil && proto.Type != spec.MRoomMember &&
+		before.state == stateReader(b.current) && len(b.current.changes) == 0
+	if c := b.rs.authCache[proto.SenderID]; cacheable && c != nil {
+		return c.events, c.refs, nil
+	}
+	needed, err := gomatrixserverlib.StateNeededForProtoEvent(proto)
+	if err != nil {
+		return nil, nil, &api.BadEventError{Reason: err.Error()}
+	}
+	authEvents, err := b.authEventsFrom(ctx, before.state, needed)
+	if err != nil {
+		return nil, nil, err
+	}
+	refs, err := needed.AuthEventReferences(authEvents)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cacheable {
+		if b.rs.authCache == nil || len(b.rs.authCache) >= maxAuthCacheSenders {
+			b.rs.authCache = map[string]*cachedAuthEvents{}
+		}
+		b.rs.authCache[proto.SenderID] = &cachedAuthEvents{events: authEvents, refs: refs}
+	}
+	return authEvents, refs, nil
 }
 
 // redactsOf returns the event a redaction targets: content.redacts in room
@@ -828,6 +870,7 @@ func (b *batch) applyRedaction(ctx context.Context, redaction *eventMeta, target
 		return false, fmt.Errorf("parse redacted %s: %w", targetID, err)
 	}
 	b.s.db.UpdateEventRedacted(b.w, target.nid, redactedJSON)
+	b.redactedAny = true
 	redactedMeta := *target
 	redactedMeta.pdu = pdu
 	b.newByNID[target.nid] = &redactedMeta
