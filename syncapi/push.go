@@ -281,14 +281,11 @@ func (p *pusher) room(ctx context.Context, roomID string) (*pushRoom, error) {
 	return r, nil
 }
 
-// stored updates the room cache once an event is stored. Only the
-// consumer goroutine calls prepare and stored, so a room is never updated
-// while it is being evaluated.
+// stored updates the room cache once an event is stored (in its
+// transaction: the next event of a batch is evaluated against it). Only
+// the consumer goroutine calls prepare and stored, so a room is never
+// updated while it is being evaluated.
 func (p *pusher) stored(ne *storage.NewEvent) {
-	if p.queued {
-		p.queued = false
-		p.gateway.poke() // the event's pushes are committed now
-	}
 	if ne.SoftFailed || (len(ne.AddsState) == 0 && len(ne.RemovesState) == 0) {
 		return
 	}
@@ -372,6 +369,16 @@ func (r *pushRoom) apply(ev *storage.Event) {
 				}
 			}
 		}
+	}
+}
+
+// forgetRooms drops the cached state of rooms whose events were applied
+// to it by stored but then not committed.
+func (p *pusher) forgetRooms(evs []*storage.NewEvent) {
+	p.roomsMu.Lock()
+	defer p.roomsMu.Unlock()
+	for _, ne := range evs {
+		delete(p.rooms, ne.RoomID)
 	}
 }
 

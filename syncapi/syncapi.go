@@ -33,7 +33,7 @@ type Service struct {
 	users    userapi.UserAPI
 	notifier *Notifier
 	typing   *Typing
-	sub      *bus.Subscription
+	sub      *bus.BatchSubscription
 	// deviceListSub consumes the user API's device-list stream (devicelists.go).
 	deviceListSub *bus.Subscription
 	// push evaluates push rules and delivers pushes (push*.go); presence
@@ -79,7 +79,7 @@ func Open(ctx context.Context, db *sqlutil.DB, b *bus.Bus, cfg *config.Config, u
 	if err := b.EnsureStream(ctx, rsapi.OutputStream, rsapi.OutputSubject); err != nil {
 		return nil, err
 	}
-	s.sub, err = b.Subscribe(ctx, rsapi.OutputStream, "syncapi", rsapi.OutputSubject, s.handleOutput)
+	s.sub, err = b.SubscribeBatch(ctx, rsapi.OutputStream, "syncapi", rsapi.OutputSubject, maxOutputBatch, s.handleOutput)
 	if err != nil {
 		return nil, err
 	}
@@ -106,45 +106,96 @@ func (s *Service) Close() {
 	s.stopEDUs()
 }
 
-// handleOutput stores one roomserver output event and wakes the users it
-// concerns. A message that cannot be parsed is logged and skipped: retrying
-// it would stall every room behind it.
-func (s *Service) handleOutput(ctx context.Context, msg bus.Message) error {
-	var oe rsapi.OutputEvent
-	if err := json.Unmarshal(msg.Data, &oe); err != nil {
-		logrus.WithError(err).WithField("seq", msg.Sequence).Error("syncapi: malformed roomserver output; skipping")
-		return nil
+// maxOutputBatch bounds how many roomserver output events the consumer
+// stores in one transaction when they queue up.
+const maxOutputBatch = 64
+
+// handleOutput stores the roomserver output events that queued up, in as
+// few transactions as it can, and wakes the users they concern. A message
+// that cannot be parsed is logged and skipped: retrying it would stall
+// every room behind it. Redelivered events are recognised by their room
+// position and change nothing.
+func (s *Service) handleOutput(ctx context.Context, msgs []bus.Message) error {
+	var batch []*storage.NewEvent
+	ids := map[string]bool{}
+	for _, msg := range msgs {
+		var oe rsapi.OutputEvent
+		if err := json.Unmarshal(msg.Data, &oe); err != nil {
+			logrus.WithError(err).WithField("seq", msg.Sequence).Error("syncapi: malformed roomserver output; skipping")
+			continue
+		}
+		ne, err := newEventFromOutput(&oe)
+		if err != nil {
+			logrus.WithError(err).WithFields(logrus.Fields{"seq": msg.Sequence, "event_id": oe.EventID}).Error("syncapi: bad event in roomserver output; skipping")
+			continue
+		}
+		// Push evaluation reads an event's relation target (its thread)
+		// from the database, where an earlier event of the same
+		// transaction is not visible yet: such an event starts a new one.
+		if rel, ok := storage.RelationOf(ne.JSON); ok && ids[rel.Parent] {
+			if err := s.storeAndNotify(ctx, batch); err != nil {
+				return err
+			}
+			batch, ids = nil, map[string]bool{}
+		}
+		batch = append(batch, ne)
+		ids[ne.EventID] = true
 	}
-	ne, err := newEventFromOutput(&oe)
-	if err != nil {
-		logrus.WithError(err).WithFields(logrus.Fields{"seq": msg.Sequence, "event_id": oe.EventID}).Error("syncapi: bad event in roomserver output; skipping")
-		return nil
-	}
-	return s.storeAndNotify(ctx, ne)
+	return s.storeAndNotify(ctx, batch)
 }
 
-func (s *Service) storeAndNotify(ctx context.Context, ne *storage.NewEvent) error {
-	var err error
-	if ne.AfterStore, err = s.push.prepare(ctx, ne); err != nil {
-		return fmt.Errorf("push rules for %s: %w", ne.EventID, err)
-	}
-	res, err := s.db.StoreEvent(ctx, ne)
-	if err != nil {
-		return fmt.Errorf("store %s: %w", ne.EventID, err)
-	}
-	if res.Duplicate {
+// storeAndNotify stores events in one transaction, brings the in-memory
+// views up to date, publishes the new stream position and wakes the
+// users concerned, in that order (synccache.go).
+func (s *Service) storeAndNotify(ctx context.Context, evs []*storage.NewEvent) error {
+	if len(evs) == 0 {
 		return nil
 	}
-	s.push.stored(ne)
-	s.caches.stored(ne, &res)
-	extra := make([]string, 0, len(res.Changes))
-	for _, c := range res.Changes {
-		s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)
-		extra = append(extra, c.UserID)
+	queued := false
+	results, err := s.db.StoreEvents(ctx, evs, func(i int) error {
+		var err error
+		if evs[i].AfterStore, err = s.push.prepare(ctx, evs[i]); err != nil {
+			return fmt.Errorf("push rules for %s: %w", evs[i].EventID, err)
+		}
+		queued = queued || s.push.queued
+		return nil
+	}, func(i int, res storage.StoreResult) {
+		if !res.Duplicate {
+			s.push.stored(evs[i])
+		}
+	})
+	if err != nil {
+		s.push.forgetRooms(evs)
+		return err
 	}
-	s.db.PublishEvents(res.Position)
-	if !ne.SoftFailed || len(extra) > 0 {
-		s.notifier.WakeRoom(ne.RoomID, extra...)
+	if queued {
+		s.push.gateway.poke() // the pushes are committed now
+	}
+	type wake struct {
+		roomID string
+		extra  []string
+	}
+	var wakes []wake
+	var last int64
+	for i := range results {
+		res, ne := &results[i], evs[i]
+		if res.Duplicate {
+			continue
+		}
+		s.caches.stored(ne, res)
+		extra := make([]string, 0, len(res.Changes))
+		for _, c := range res.Changes {
+			s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)
+			extra = append(extra, c.UserID)
+		}
+		if !ne.SoftFailed || len(extra) > 0 {
+			wakes = append(wakes, wake{ne.RoomID, extra})
+		}
+		last = res.Position
+	}
+	s.db.PublishEvents(last)
+	for _, w := range wakes {
+		s.notifier.WakeRoom(w.roomID, w.extra...)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"regexp"
 	"slices"
@@ -413,6 +414,46 @@ func TestCachedSummaryAndStateFollowTheRoom(t *testing.T) {
 		}
 		if !found {
 			t.Fatal("state resolution's topic is not in the cached state")
+		}
+	})
+}
+
+// Events published faster than they are stored are stored several to a
+// transaction: every one arrives, in order, with the membership changes
+// among them applied, and the tail answers the same as the database.
+func TestBurstOfOutputEvents(t *testing.T) {
+	forEachDB(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		ctx := context.Background()
+		alice, _ := e.user("alice")
+		bob, _ := e.user("bob")
+		room := "!burst:test.local"
+		e.createRoom(room, alice, "shared")
+		e.join(room, bob)
+		start, _ := e.svc.currentToken(ctx)
+		carol, _ := e.user("carol")
+		var want []string
+		var last string
+		for i := range 30 {
+			oe := e.output(room, alice, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("burst ", i)}, nil)
+			if i == 15 {
+				oe = e.output(room, carol, "m.room.member", sk(carol), map[string]any{"membership": "join"}, nil)
+			}
+			e.publish(oe)
+			want = append(want, oe.EventID)
+			last = oe.EventID
+		}
+		e.waitStored(last)
+		hundred := 100
+		r := syncBothWays(t, e, bob, "DEV_bob", start, &Filter{Room: &RoomFilter{Timeline: &RoomEventFilter{EventFilter: EventFilter{Limit: &hundred}}}})
+		if got := timelineIDs(r, room); !slices.Equal(got, want) {
+			t.Fatalf("timeline after a burst:\n got %v\nwant %v", got, want)
+		}
+		if r.Rooms.Join[room].Summary == nil || r.Rooms.Join[room].Summary.JoinedMemberCount != 3 {
+			t.Fatalf("summary after carol joined in a burst: %+v", r.Rooms.Join[room].Summary)
+		}
+		if users := e.svc.notifier.JoinedUsers(room); !slices.Contains(users, carol) {
+			t.Fatalf("notifier's members %v lack carol", users)
 		}
 	})
 }

@@ -81,7 +81,45 @@ const DefaultHistoryVisibility = "shared"
 func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) {
 	var res StoreResult
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		res = StoreResult{}
+		var err error
+		res, err = storeEvent(ctx, tx, ev)
+		return err
+	})
+	return res, err
+}
+
+// StoreEvents stores several output events in one transaction, in order,
+// each as StoreEvent would. before(i) runs just before events[i] is stored
+// (to set its AfterStore from what the earlier events changed) and
+// after(i, res) just after; either may be nil. If the transaction fails,
+// nothing is stored, and what the callbacks did is the caller's to undo.
+func (d *DB) StoreEvents(ctx context.Context, events []*NewEvent, before func(i int) error, after func(i int, res StoreResult)) ([]StoreResult, error) {
+	var out []StoreResult
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		out = make([]StoreResult, 0, len(events))
+		for i, ev := range events {
+			if before != nil {
+				if err := before(i); err != nil {
+					return err
+				}
+			}
+			res, err := storeEvent(ctx, tx, ev)
+			if err != nil {
+				return fmt.Errorf("store %s: %w", ev.EventID, err)
+			}
+			if after != nil {
+				after(i, res)
+			}
+			out = append(out, res)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func storeEvent(ctx context.Context, tx *sql.Tx, ev *NewEvent) (StoreResult, error) {
+	var res StoreResult
+	err := func() error {
 		var lastRoomPos int64
 		err := tx.QueryRowContext(ctx, `SELECT last_room_position, last_position FROM syncapi_rooms WHERE room_id = $1`, ev.RoomID).Scan(&lastRoomPos, &res.PrevLastPosition)
 		switch {
@@ -175,7 +213,7 @@ func (d *DB) StoreEvent(ctx context.Context, ev *NewEvent) (StoreResult, error) 
 			return fmt.Errorf("update room: %w", err)
 		}
 		return nil
-	})
+	}()
 	return res, err
 }
 
