@@ -67,11 +67,18 @@ func (s *Service) Backfill(ctx context.Context, roomID string, fromEventIDs []st
 
 // backfillServers lists the servers to ask: the room's other joined
 // servers, the room ID's own server first (it has been in the room
-// longest), at most backfillServers of them.
+// longest), at most backfillServers of them. Right after a join the
+// sender's table of joined servers may not have the room's members yet;
+// then they are read from the room's current state.
 func (s *Service) backfillServers(ctx context.Context, roomID string) ([]spec.ServerName, error) {
 	joined, err := s.db.JoinedServers(ctx, roomID)
 	if err != nil {
 		return nil, err
+	}
+	if len(joined) == 0 || (len(joined) == 1 && joined[0] == string(s.serverName)) {
+		if joined, err = s.serversInState(ctx, roomID); err != nil {
+			return nil, err
+		}
 	}
 	var out []spec.ServerName
 	if r, err := spec.NewRoomID(roomID); err == nil {
@@ -87,6 +94,33 @@ func (s *Service) backfillServers(ctx context.Context, roomID string) ([]spec.Se
 		}
 	}
 	return out[:min(len(out), backfillServers)], nil
+}
+
+// serversInState lists the servers of the members joined in the room's
+// current state, sorted.
+func (s *Service) serversInState(ctx context.Context, roomID string) ([]string, error) {
+	state, err := s.rooms.QueryCurrentState(ctx, roomID, nil)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, ev := range state {
+		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+			continue
+		}
+		if m, err := ev.Membership(); err != nil || m != spec.Join {
+			continue
+		}
+		if u, err := spec.NewUserID(*ev.StateKey(), true); err == nil {
+			set[string(u.Domain())] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for name := range set {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // backfillFrom asks one server, checks what it answers and stores it.
