@@ -32,7 +32,7 @@ func identityOf(t *testing.T, s *testserver.FederatedServer) identity {
 
 // signedRequest builds a federation request to dest signed by id
 // (server-server spec §"Request Authentication").
-func signedRequest(t *testing.T, id identity, dest spec.ServerName, method, path string, body any) *http.Request {
+func signedRequest(t testing.TB, id identity, dest spec.ServerName, method, path string, body any) *http.Request {
 	t.Helper()
 	fr := fclient.NewFederationRequest(method, id.name, dest, path)
 	if body != nil {
@@ -52,7 +52,7 @@ func signedRequest(t *testing.T, id identity, dest spec.ServerName, method, path
 }
 
 // do sends req with the CA-trusting client and returns status and body.
-func do(t *testing.T, ca *testserver.CA, req *http.Request) (int, []byte) {
+func do(t testing.TB, ca *testserver.CA, req *http.Request) (int, []byte) {
 	t.Helper()
 	resp, err := ca.HTTPClient().Do(req)
 	if err != nil {

@@ -42,7 +42,7 @@ type fakeRemote struct {
 	attempted map[string]int
 }
 
-func startFakeRemote(t *testing.T, ca *testserver.CA) *fakeRemote {
+func startFakeRemote(t testing.TB, ca *testserver.CA) *fakeRemote {
 	key, err := signingkey.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // joinRemote makes the fake remote's user join a public room on a: it
 // builds and signs the join event itself and pushes it with /send, the way
 // a remote server does after make_join/send_join.
-func joinRemote(t *testing.T, ca *testserver.CA, a *testserver.FederatedServer, f *fakeRemote, alice *mautrix.Client, roomID id.RoomID, prevEventID id.EventID) string {
+func joinRemote(t testing.TB, ca *testserver.CA, a *testserver.FederatedServer, f *fakeRemote, alice *mautrix.Client, roomID id.RoomID, prevEventID id.EventID) string {
 	t.Helper()
 	state, err := alice.State(context.Background(), roomID)
 	if err != nil {
