@@ -50,7 +50,9 @@ type deliveryResult struct {
 	delivered, lost              int64
 	latency, sendLatency         Summary
 	from, to                     time.Time
-	firstErr                     string
+	// lastDelivery is when the last message reached its last receiver.
+	lastDelivery time.Time
+	firstErr     string
 }
 
 func (d *delivery) run(ctx context.Context) (*deliveryResult, error) {
@@ -61,6 +63,7 @@ func (d *delivery) run(ctx context.Context) (*deliveryResult, error) {
 	var (
 		lat, sendLat Recorder
 		received     atomic.Int64
+		lastSeen     atomic.Int64 // UnixNano of the latest delivery
 		pollErrs     atomic.Int64
 		sendErrs     atomic.Int64
 		firstErr     atomic.Value
@@ -101,6 +104,7 @@ func (d *delivery) run(ctx context.Context) (*deliveryResult, error) {
 					got[i][*seq] = true
 					received.Add(1)
 					lat.Add(now.Sub(time.Unix(0, starts[*seq].Load())))
+					storeMax(&lastSeen, now.UnixNano())
 				}
 			}
 		}()
@@ -158,7 +162,7 @@ func (d *delivery) run(ctx context.Context) (*deliveryResult, error) {
 	r := &deliveryResult{
 		sent: ok, sendErrors: sendErrs.Load(), pollErrors: pollErrs.Load(),
 		delivered: received.Load(), latency: lat.Summary(), sendLatency: sendLat.Summary(),
-		from: from, to: to,
+		from: from, to: to, lastDelivery: time.Unix(0, lastSeen.Load()),
 	}
 	// Only messages whose send was acknowledged must arrive; one that
 	// failed to send but still arrived counts as delivered, not lost.
