@@ -7,7 +7,7 @@ import "sync"
 // its user. Waking is per user; a room event wakes only the users joined
 // to that room (plus anyone whose membership the event changed).
 type Notifier struct {
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	users map[string]*userSignal
 	// joined is the set of joined users per room, kept from the stream.
 	joined map[string]map[string]struct{}
@@ -105,8 +105,8 @@ func (n *Notifier) SetMembership(roomID, userID, membership string) {
 
 // JoinedUsers returns the users joined to a room.
 func (n *Notifier) JoinedUsers(roomID string) []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	out := make([]string, 0, len(n.joined[roomID]))
 	for u := range n.joined[roomID] {
 		out = append(out, u)

@@ -323,6 +323,11 @@ func (s *Service) addPresence(ctx context.Context, req *syncRequest, memberships
 	}
 	limit := pf.limit(maxPresencePerSync, maxPresencePerSync)
 	now := time.Now()
+	users := make([]string, len(changes))
+	for i := range changes {
+		users[i] = changes[i].UserID
+	}
+	sharing := s.notifier.sharingAnyRoom(joined, users)
 	for i := range changes {
 		p := &changes[i]
 		if len(resp.Presence.Events) >= limit {
@@ -331,7 +336,7 @@ func (s *Service) addPresence(ctx context.Context, req *syncRequest, memberships
 		if !pf.matches(p.UserID, "m.presence") {
 			continue
 		}
-		if p.UserID != req.userID && !s.notifier.sharesAnyRoom(joined, p.UserID) {
+		if p.UserID != req.userID && !sharing[p.UserID] {
 			continue
 		}
 		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": presenceContentOf(p, now)})
@@ -340,16 +345,22 @@ func (s *Service) addPresence(ctx context.Context, req *syncRequest, memberships
 	return nil
 }
 
-// sharesAnyRoom says whether user is joined to any of rooms.
-func (n *Notifier) sharesAnyRoom(rooms []string, user string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, r := range rooms {
-		if _, ok := n.joined[r][user]; ok {
-			return true
+// sharingAnyRoom returns which of users are joined to any of rooms, under
+// one lock for all of them: a burst of presence changes is checked by
+// every woken sync.
+func (n *Notifier) sharingAnyRoom(rooms, users []string) map[string]bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make(map[string]bool, len(users))
+	for _, u := range users {
+		for _, r := range rooms {
+			if _, ok := n.joined[r][u]; ok {
+				out[u] = true
+				break
+			}
 		}
 	}
-	return false
+	return out
 }
 
 // presenceStates are the values of the presence field.
