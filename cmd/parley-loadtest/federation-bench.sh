@@ -12,7 +12,15 @@
 #   go build -o /tmp/parley-loadtest ./cmd/parley-loadtest
 #   cmd/parley-loadtest/federation-bench.sh OUTDIR [sqlite|postgres] [loadtest flags...]
 #
-# The default flags are "--clients 10 --rate 50 --duration 20s --runs 3".
+# The default flags are "--clients 10 --rate 50 --duration 20s --runs 3
+# --concurrency 1". Set-up requests go one at a time because, measured on
+# commit d676e2c, concurrent ones hit two server bugs that fail a run
+# rather than slow it: on SQLite, 8+ concurrent writes (filter uploads) on
+# the receiving server fill its connection pool while the sync API's
+# consumer, holding the write lock, waits for a pool connection to read
+# push rules (a 30 s stall, then 500s); on PostgreSQL, concurrent first
+# joins of a remote room fail with a duplicate key on
+# roomserver_events_event_id_key.
 # --pid samples the sending server (the one doing outbound delivery).
 # PostgreSQL: the local server at postgres://postgres@127.0.0.1:5432 (trust),
 # one fresh database per Parley, dropped afterwards.
@@ -22,7 +30,7 @@ DB=${2:-sqlite}
 shift $(($# >= 2 ? 2 : 1))
 FLAGS=("$@")
 if [ ${#FLAGS[@]} -eq 0 ]; then
-  FLAGS=(--clients 10 --rate 50 --duration 20s --runs 3)
+  FLAGS=(--clients 10 --rate 50 --duration 20s --runs 3 --concurrency 1)
 fi
 PARLEY=${PARLEY:-/tmp/parley}
 LOADTEST=${LOADTEST:-/tmp/parley-loadtest}
@@ -55,7 +63,7 @@ start_server() {
   mkdir -p "$dir"
   "$PARLEY" generate-tls-cert --ca-cert "$WORK/ca.pem" --ca-key "$WORK/ca.key" --name "$name" \
     --cert-out "$dir/tls.crt" --key-out "$dir/tls.key"
-  local env=(PARLEY_RATE_LIMITS_ENABLED=false PARLEY_ACCOUNTS_BCRYPT_COST=4 PARLEY_LOGGING_LEVEL=warn
+  local env=(PARLEY_RATE_LIMITS_ENABLED=false PARLEY_ACCOUNTS_BCRYPT_COST=4 PARLEY_LOGGING_LEVEL=warn PARLEY_LISTEN_PPROF=true
     PARLEY_FEDERATION_ENABLED=true PARLEY_LISTEN_FEDERATION="$name"
     PARLEY_TLS_CERTIFICATE="$dir/tls.crt" PARLEY_TLS_KEY="$dir/tls.key"
     PARLEY_FEDERATION_TRUSTED_CA_FILE="$WORK/ca.pem")
