@@ -42,9 +42,10 @@ type pusher struct {
 	rooms   map[string]*pushRoom
 
 	gateway *pushGateway
-	// queued says the event being stored queued pushes (consumer
-	// goroutine only).
+	// queued says the event being stored queued pushes, and counts how it
+	// changes unread counts (consumer goroutine only).
 	queued bool
+	counts countsChange
 
 	stopOnce sync.Once
 }
@@ -86,6 +87,7 @@ func (s *Service) isLocal(userID string) bool {
 // and join-rule events. It returns nil when there is nothing to write.
 func (p *pusher) prepare(ctx context.Context, ne *storage.NewEvent) (func(ctx context.Context, tx *sql.Tx, position int64) error, error) {
 	p.queued = false
+	p.counts = countsChange{}
 	if ne.SoftFailed {
 		return nil, nil
 	}
@@ -107,6 +109,10 @@ func (p *pusher) prepare(ctx context.Context, ne *storage.NewEvent) (func(ctx co
 	}
 	p.queued = len(notifs) > 0
 	senderLocal := p.s.isLocal(ne.Sender)
+	p.counts = countsChange{roomID: ne.RoomID, notifs: notifs}
+	if senderLocal {
+		p.counts.cleared = ne.Sender
+	}
 	dir := directoryChange(ne)
 	if len(notifs) == 0 && !senderLocal && dir == nil {
 		return nil, nil
@@ -472,7 +478,11 @@ func (s *Service) recountAfterReceipt(ctx context.Context, rc storage.Receipt) e
 	if rc.Type != "m.read" && rc.Type != "m.read.private" {
 		return nil
 	}
-	return s.db.RecountRoom(ctx, rc.UserID, rc.RoomID)
+	if err := s.db.RecountRoom(ctx, rc.UserID, rc.RoomID); err != nil {
+		return err
+	}
+	s.caches.counts.invalidate(rc.UserID)
+	return nil
 }
 
 // addUnreadCounts fills unread_notifications (and, when the timeline
@@ -488,7 +498,7 @@ func (s *Service) addUnreadCounts(ctx context.Context, req *syncRequest, resp *s
 	for id := range resp.Rooms.Join {
 		ids = append(ids, id)
 	}
-	counts, err := s.db.UnreadCounts(ctx, req.userID, ids)
+	counts, err := s.unreadCounts(ctx, req.userID, ids)
 	if err != nil {
 		return err
 	}

@@ -152,12 +152,16 @@ func (s *Service) storeAndNotify(ctx context.Context, evs []*storage.NewEvent) e
 		return nil
 	}
 	queued := false
+	counts := make([]countsChange, len(evs))
+	s.caches.countsGate.Lock()
+	defer s.caches.countsGate.Unlock()
 	results, err := s.db.StoreEvents(ctx, evs, func(i int) error {
 		var err error
 		if evs[i].AfterStore, err = s.push.prepare(ctx, evs[i]); err != nil {
 			return fmt.Errorf("push rules for %s: %w", evs[i].EventID, err)
 		}
 		queued = queued || s.push.queued
+		counts[i] = s.push.counts
 		return nil
 	}, func(i int, res storage.StoreResult) {
 		if !res.Duplicate {
@@ -183,6 +187,7 @@ func (s *Service) storeAndNotify(ctx context.Context, evs []*storage.NewEvent) e
 			continue
 		}
 		s.caches.stored(ne, res)
+		s.caches.applyCounts(counts[i])
 		extra := make([]string, 0, len(res.Changes))
 		for _, c := range res.Changes {
 			s.notifier.SetMembership(ne.RoomID, c.UserID, c.Membership)

@@ -28,6 +28,16 @@ import (
 //   - state: a room's current state with each entry's change position,
 //     updated in place for ordinary state events, invalidated when state
 //     resolution or a redaction changes more than the event itself.
+//   - counts: each user's unread notification counts, incremented and
+//     cleared in place as the consumer stores notifications, invalidated
+//     by a read receipt's recount.
+//
+// Updating in place must not apply a change twice: a load that ran after
+// the change committed but before the consumer applied it would count it
+// once in the database and once more in memory. Summaries and state are
+// updated idempotently (the same change applied again moves nothing);
+// counts are not, so loads of counts wait while the consumer holds
+// countsGate, from before its transaction until it has applied it.
 
 // Bounds of the caches.
 const (
@@ -41,6 +51,7 @@ const (
 	// and state events.
 	maxCachedMembers     = 1_000_000
 	maxCachedStateEvents = 200_000
+	maxCachedCounts      = 200_000
 )
 
 type filterKey struct{ userID, filterID string }
@@ -50,6 +61,10 @@ type syncCaches struct {
 	userRooms *loadingCache[string, []storage.RoomMembership]
 	summaries *loadingCache[string, *memberSummary]
 	state     *loadingCache[string, *roomState]
+	counts    *loadingCache[string, userCounts]
+	// countsGate is held (write) by the consumer around storing and
+	// applying, and (read) by loads of counts.
+	countsGate sync.RWMutex
 
 	roomsMu sync.Mutex
 	lastPos map[string]int64
@@ -62,6 +77,7 @@ func newSyncCaches() *syncCaches {
 		userRooms: newLoadingCache[string, []storage.RoomMembership](maxCachedUsers, nil),
 		summaries: newLoadingCache[string](maxCachedMembers, func(m *memberSummary) int { return len(m.order) + 1 }),
 		state:     newLoadingCache[string](maxCachedStateEvents, func(s *roomState) int { return len(s.entries) + 1 }),
+		counts:    newLoadingCache[string](maxCachedCounts, userCounts.size),
 		lastPos:   map[string]int64{},
 		tails:     newLRU[string, *roomTail](maxTailRooms, nil),
 	}
@@ -267,15 +283,28 @@ type roomState struct {
 }
 
 // apply folds in an event whose state change is itself alone: it replaces
-// the entry of its (type, state_key), and what it removes goes.
+// the entry of its (type, state_key), and what it removes goes. Applying
+// it to state that already has it (loaded after it committed) changes
+// nothing.
 func (s *roomState) apply(ne *storage.NewEvent, res *storage.StoreResult) {
 	adds := len(ne.AddsState) == 1 && ne.StateKey != nil
+	had := false
 	s.entries = slices.DeleteFunc(s.entries, func(e storage.StateEntry) bool {
+		if e.EventID == ne.EventID {
+			had = true
+			return false
+		}
 		return slices.Contains(ne.RemovesState, e.EventID) ||
 			(adds && e.Type == ne.Type && e.StateKey != nil && *e.StateKey == *ne.StateKey)
 	})
-	if adds {
-		s.entries = append(s.entries, storage.StateEntry{Event: res.Event, ChangedAt: res.Position})
+	if adds && !had {
+		// Entries are ordered by event position; a later event of the same
+		// batch may already be there.
+		i := len(s.entries)
+		for i > 0 && s.entries[i-1].Position > res.Position {
+			i--
+		}
+		s.entries = slices.Insert(s.entries, i, storage.StateEntry{Event: res.Event, ChangedAt: res.Position})
 	}
 }
 
@@ -320,4 +349,82 @@ func (s *Service) roomsForUser(ctx context.Context, userID string) ([]storage.Ro
 	return s.caches.userRooms.get(ctx, userID, func(ctx context.Context) ([]storage.RoomMembership, error) {
 		return s.db.RoomsForUser(ctx, userID)
 	})
+}
+
+// userCounts are a user's unread counts by room and thread.
+type userCounts map[string]map[string]*storage.ThreadCount
+
+func (u userCounts) size() int {
+	n := 1
+	for _, threads := range u {
+		n += len(threads)
+	}
+	return n
+}
+
+// countsChange is how storing one event changes unread counts: the
+// sender's counts in the room are cleared, then each notification counts.
+type countsChange struct {
+	roomID  string
+	cleared string
+	notifs  []storage.Notification
+}
+
+// applyCounts brings cached counts in line with a stored event; the
+// consumer holds countsGate.
+func (c *syncCaches) applyCounts(ch countsChange) {
+	if ch.cleared != "" {
+		c.counts.update(ch.cleared, func(u userCounts) bool {
+			delete(u, ch.roomID)
+			return true
+		})
+	}
+	for _, n := range ch.notifs {
+		c.counts.update(n.UserID, func(u userCounts) bool {
+			threads := u[n.RoomID]
+			if threads == nil {
+				threads = map[string]*storage.ThreadCount{}
+				u[n.RoomID] = threads
+			}
+			tc := threads[n.ThreadID]
+			if tc == nil {
+				tc = &storage.ThreadCount{RoomID: n.RoomID, ThreadID: n.ThreadID}
+				threads[n.ThreadID] = tc
+			}
+			tc.Notifications++
+			if n.Highlight {
+				tc.Highlights++
+			}
+			return true
+		})
+	}
+}
+
+// unreadCounts is storage.UnreadCounts through the cache.
+func (s *Service) unreadCounts(ctx context.Context, userID string, roomIDs []string) ([]storage.ThreadCount, error) {
+	var out []storage.ThreadCount
+	err := s.caches.counts.use(ctx, userID, func(ctx context.Context) (userCounts, error) {
+		s.caches.countsGate.RLock()
+		defer s.caches.countsGate.RUnlock()
+		rows, err := s.db.AllUnreadCounts(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		u := userCounts{}
+		for i := range rows {
+			r := rows[i]
+			if u[r.RoomID] == nil {
+				u[r.RoomID] = map[string]*storage.ThreadCount{}
+			}
+			u[r.RoomID][r.ThreadID] = &r
+		}
+		return u, nil
+	}, func(u userCounts) {
+		for _, id := range roomIDs {
+			for _, tc := range u[id] {
+				out = append(out, *tc)
+			}
+		}
+	})
+	return out, err
 }

@@ -431,6 +431,9 @@ func TestBurstOfOutputEvents(t *testing.T) {
 		e.createRoom(room, alice, "shared")
 		e.join(room, bob)
 		start, _ := e.svc.currentToken(ctx)
+		if _, err := e.svc.unreadCounts(ctx, bob, []string{room}); err != nil { // cached before the burst
+			t.Fatal(err)
+		}
 		carol, _ := e.user("carol")
 		var want []string
 		var last string
@@ -454,6 +457,18 @@ func TestBurstOfOutputEvents(t *testing.T) {
 		}
 		if users := e.svc.notifier.JoinedUsers(room); !slices.Contains(users, carol) {
 			t.Fatalf("notifier's members %v lack carol", users)
+		}
+		// Counted in memory as the batches were stored, as in the table.
+		cached, err := e.svc.unreadCounts(ctx, bob, []string{room})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := e.svc.db.AllUnreadCounts(ctx, bob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cached) != 1 || !slices.Equal(cached, stored) || cached[0].Notifications != 29 {
+			t.Fatalf("bob's counts: cached %+v, stored %+v, want 29 notifications", cached, stored)
 		}
 	})
 }

@@ -167,3 +167,22 @@ func (l *presenceLog) touch(users []string, ts int64) {
 		}
 	}
 }
+
+// AllUnreadCounts returns a user's non-zero counts in every room.
+func (d *DB) AllUnreadCounts(ctx context.Context, userID string) ([]ThreadCount, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT room_id, thread_id, notifications, highlights FROM syncapi_push_counts
+		WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("unread counts: %w", err)
+	}
+	defer rows.Close()
+	var out []ThreadCount
+	for rows.Next() {
+		var c ThreadCount
+		if err := rows.Scan(&c.RoomID, &c.ThreadID, &c.Notifications, &c.Highlights); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

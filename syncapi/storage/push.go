@@ -357,32 +357,6 @@ type ThreadCount struct {
 	Highlights    int64
 }
 
-// UnreadCounts returns a user's non-zero counts in the given rooms.
-func (d *DB) UnreadCounts(ctx context.Context, userID string, roomIDs []string) ([]ThreadCount, error) {
-	var out []ThreadCount
-	for start := 0; start < len(roomIDs); start += 500 {
-		chunk := roomIDs[start:min(start+500, len(roomIDs))]
-		rows, err := d.db.QueryContext(ctx, `SELECT room_id, thread_id, notifications, highlights FROM syncapi_push_counts
-			WHERE user_id = $1 AND room_id IN (`+sqlutil.InList(2, len(chunk))+`)`, stringArgs([]any{userID}, chunk)...)
-		if err != nil {
-			return nil, fmt.Errorf("unread counts: %w", err)
-		}
-		for rows.Next() {
-			var c ThreadCount
-			if err := rows.Scan(&c.RoomID, &c.ThreadID, &c.Notifications, &c.Highlights); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out = append(out, c)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
 // TotalUnread is a user's unread notification count over all rooms, for
 // the counts.unread field of a push.
 func (d *DB) TotalUnread(ctx context.Context, userID string) (int64, error) {
