@@ -108,8 +108,12 @@ type batch struct {
 	// pendingRedactions maps a target event ID to the redactions this
 	// batch stored without applying them (their target was unknown).
 	pendingRedactions map[string][]string
-	txns              map[string]string
-	outputs           []*api.OutputEvent
+	txns              map[storage.TxnKey]string
+	// storedTxns holds the transactions of the batch's sends looked up
+	// together when the batch started: found ones map to their event ID,
+	// the others to "".
+	storedTxns map[storage.TxnKey]string
+	outputs    []*api.OutputEvent
 	// redactedAny says whether the batch redacted a stored event.
 	redactedAny bool
 }
@@ -126,7 +130,7 @@ func newBatch(s *Service, rs *roomState) *batch {
 		snapshots:         map[int64]*snapRef{},
 		written:           map[int64]*storage.Snapshot{},
 		pendingRedactions: map[string][]string{},
-		txns:              map[string]string{},
+		txns:              map[storage.TxnKey]string{},
 	}
 }
 
@@ -252,6 +256,22 @@ func (b *batch) apply() {
 }
 
 func (b *batch) run(ctx context.Context, tasks []*task) error {
+	var keys []storage.TxnKey
+	for _, t := range tasks {
+		if t.kind == taskSend && t.send.TransactionID != nil {
+			keys = append(keys, txnKey(t.send))
+		}
+	}
+	if len(keys) > 1 {
+		found, err := b.s.db.SelectTransactionEvents(ctx, b.q, b.room.NID, keys)
+		if err != nil {
+			return err
+		}
+		b.storedTxns = make(map[storage.TxnKey]string, len(keys))
+		for _, k := range keys {
+			b.storedTxns[k] = found[k]
+		}
+	}
 	for _, t := range tasks {
 		var err error
 		switch t.kind {
@@ -324,15 +344,21 @@ func (b *batch) latestExtremities() []*eventMeta {
 // sendLocal builds, signs, authorises and stores a local user's event.
 func (b *batch) sendLocal(ctx context.Context, req *api.SendEventRequest) (string, error) {
 	tmpl := &req.Event
-	var txnKey string
+	var key storage.TxnKey
 	if txn := req.TransactionID; txn != nil {
-		txnKey = tmpl.Sender + "\x00" + txn.DeviceID + "\x00" + txn.TxnID
-		if id, ok := b.txns[txnKey]; ok {
+		key = txnKey(req)
+		if id, ok := b.txns[key]; ok {
 			return id, nil
 		}
-		id, err := b.s.db.SelectTransactionEvent(ctx, b.q, b.room.NID, tmpl.Sender, txn.DeviceID, txn.TxnID)
-		if err != nil || id != "" {
-			return id, err
+		id, known := b.storedTxns[key]
+		if !known {
+			var err error
+			if id, err = b.s.db.SelectTransactionEvent(ctx, b.q, b.room.NID, tmpl.Sender, txn.DeviceID, txn.TxnID); err != nil {
+				return "", err
+			}
+		}
+		if id != "" {
+			return id, nil
 		}
 	}
 	prevs := b.latestExtremities()
@@ -363,10 +389,14 @@ func (b *batch) sendLocal(ctx context.Context, req *api.SendEventRequest) (strin
 	if _, err := b.store(ctx, ev, before, prevs, false, false, req.TransactionID); err != nil {
 		return "", err
 	}
-	if txnKey != "" {
-		b.txns[txnKey] = ev.EventID()
+	if req.TransactionID != nil {
+		b.txns[key] = ev.EventID()
 	}
 	return ev.EventID(), nil
+}
+
+func txnKey(req *api.SendEventRequest) storage.TxnKey {
+	return storage.TxnKey{Sender: req.Event.Sender, Device: req.TransactionID.DeviceID, TxnID: req.TransactionID.TxnID}
 }
 
 // build turns a template into a signed event on top of prevs.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/parley-chat/parley/internal/sqlutil"
 )
@@ -136,6 +138,45 @@ func (d *Database) SelectTransactionEvent(ctx context.Context, q Querier, roomNI
 		return "", nil
 	}
 	return id, err
+}
+
+// TxnKey names a local client's transaction in a room.
+type TxnKey struct {
+	Sender, Device, TxnID string
+}
+
+// SelectTransactionEvents is SelectTransactionEvent for several
+// transactions at once: it maps those that produced an event to its ID.
+func (d *Database) SelectTransactionEvents(ctx context.Context, q Querier, roomNID int64, keys []TxnKey) (map[TxnKey]string, error) {
+	out := make(map[TxnKey]string, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	args := []any{roomNID}
+	var cond strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			cond.WriteString(" OR ")
+		}
+		n := len(args)
+		fmt.Fprintf(&cond, "(sender = $%d AND txn_device = $%d AND txn_id = $%d)", n+1, n+2, n+3)
+		args = append(args, k.Sender, k.Device, k.TxnID)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT sender, txn_device, txn_id, event_id FROM roomserver_events
+		WHERE room_nid = $1 AND txn_id IS NOT NULL AND (`+cond.String()+`)`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k TxnKey
+		var id string
+		if err := rows.Scan(&k.Sender, &k.Device, &k.TxnID, &id); err != nil {
+			return nil, err
+		}
+		out[k] = id
+	}
+	return out, rows.Err()
 }
 
 // UpdateEventState gives an outlier the state before and after it, once
