@@ -14,8 +14,9 @@ import (
 )
 
 // BatchHandler processes several messages, in stream order. Returning nil
-// acknowledges all of them; an error leaves all of them to be delivered
-// again after a short delay, so the handler must be idempotent.
+// acknowledges all of them; after an error the same messages are handed
+// over again (after 1 s, doubling up to 30 s), so the handler must be
+// idempotent.
 type BatchHandler func(ctx context.Context, msgs []Message) error
 
 // batchWait is how long one fetch waits for a first message before it
@@ -69,7 +70,7 @@ func (b *Bus) SubscribeBatch(ctx context.Context, stream, durable, subject strin
 				continue
 			}
 			if len(msgs) > 0 {
-				b.handleBatch(hctx, durable, msgs, handler)
+				b.handleBatch(hctx, sub.stop, durable, msgs, handler)
 			}
 		}
 	}()
@@ -103,7 +104,7 @@ func fetchBatch(cons jetstream.Consumer, maxBatch int) ([]jetstream.Msg, error) 
 	return msgs, nil
 }
 
-func (b *Bus) handleBatch(ctx context.Context, durable string, ms []jetstream.Msg, handler BatchHandler) {
+func (b *Bus) handleBatch(ctx context.Context, stop <-chan struct{}, durable string, ms []jetstream.Msg, handler BatchHandler) {
 	msgs := make([]Message, 0, len(ms))
 	kept := ms[:0:0]
 	for _, m := range ms {
@@ -122,17 +123,29 @@ func (b *Bus) handleBatch(ctx context.Context, durable string, ms []jetstream.Ms
 	for i, m := range kept {
 		stops[i] = keepInProgress(m)
 	}
-	err := handler(ctx, msgs)
-	for _, stop := range stops {
-		stop()
-	}
-	if err != nil {
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	// A failed batch is retried here, with the messages still held, rather
+	// than handed back with a negative acknowledgement: the server would
+	// redeliver nak'ed messages one by one as their delays ran out, not
+	// necessarily in stream order, and consumers rely on the order.
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		err := handler(ctx, msgs)
+		if err == nil {
+			break
+		}
 		logrus.WithError(err).WithFields(logrus.Fields{"consumer": durable, "first_seq": msgs[0].Sequence, "messages": len(msgs)}).
 			Warn("bus batch handler failed; will retry")
-		for _, m := range kept {
-			_ = m.NakWithDelay(time.Second)
+		select {
+		case <-stop:
+			// Left unacknowledged: after the ack wait the server delivers
+			// them again, in order, to whoever consumes next.
+			return
+		case <-time.After(delay):
 		}
-		return
 	}
 	// Acknowledgements travel in order on one connection: once the last
 	// is confirmed, the server has them all.

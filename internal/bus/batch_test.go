@@ -22,13 +22,18 @@ func TestSubscribeBatch(t *testing.T) {
 	}
 	// The durable consumer first exists with one message in flight at a
 	// time, as Subscribe makes it.
-	single, err := b.Subscribe(ctx, "events", "reader", "", func(context.Context, Message) error { return nil })
+	handled := make(chan struct{}, 1)
+	single, err := b.Subscribe(ctx, "events", "reader", "", func(context.Context, Message) error {
+		handled <- struct{}{}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Publish(ctx, "events.room", []byte("m-0"), ""); err != nil {
 		t.Fatal(err)
 	}
+	<-handled // m-0 is the single consumer's; stopping earlier would leave it to the batch
 	single.Stop()
 
 	const n = 40

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -38,6 +39,39 @@ const (
 )
 
 var errWriteLockTimeout = errors.New("sqlite: timed out waiting for the write lock")
+
+// writeTicket is the write slot taken before a connection is checked out of
+// the pool (by DB.BeginTx, DB.ExecContext, DB.QueryContext). Taking it
+// first matters: a goroutine that holds a pooled connection while it waits
+// for the slot can starve the slot's holder of the connection it needs for
+// a read, and then both wait. release is idempotent.
+type writeTicket struct {
+	sem  chan struct{}
+	once sync.Once
+}
+
+func (t *writeTicket) release() { t.once.Do(func() { <-t.sem }) }
+
+type writeTicketKey struct{}
+
+func ticketFrom(ctx context.Context) *writeTicket {
+	t, _ := ctx.Value(writeTicketKey{}).(*writeTicket)
+	return t
+}
+
+// acquireWrite takes the write slot of sem, waiting at most writeWait.
+func acquireWrite(ctx context.Context, sem chan struct{}) error {
+	t := time.NewTimer(writeWait)
+	defer t.Stop()
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errWriteLockTimeout
+	}
+}
 
 type sqliteConnector struct {
 	dsn   string
@@ -85,20 +119,19 @@ type cachedStmt struct {
 
 func (c *sqliteConn) rawConn() rawSQLiteConn { return c.raw.(rawSQLiteConn) }
 
-func (c *sqliteConn) lockWrite(ctx context.Context) error {
-	t := time.NewTimer(writeWait)
-	defer t.Stop()
-	select {
-	case c.write <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return errWriteLockTimeout
+// lockWrite takes the write slot for one operation on this connection and
+// returns the function that gives it back. When the caller took the slot
+// before checking out the connection (a ticket in ctx), the ticket is used
+// and giving back is the ticket's release.
+func (c *sqliteConn) lockWrite(ctx context.Context) (unlock func(), err error) {
+	if t := ticketFrom(ctx); t != nil {
+		return t.release, nil
 	}
+	if err := acquireWrite(ctx, c.write); err != nil {
+		return nil, err
+	}
+	return func() { <-c.write }, nil
 }
-
-func (c *sqliteConn) unlockWrite() { <-c.write }
 
 // cacheable reports whether query is one statement, which is all a
 // prepared statement can hold; migrations run several at once.
@@ -155,10 +188,11 @@ func (c *sqliteConn) stmt(ctx context.Context, query string) (*cachedStmt, error
 
 func (c *sqliteConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if !c.inTx && !isRead(query) {
-		if err := c.lockWrite(ctx); err != nil {
+		unlock, err := c.lockWrite(ctx)
+		if err != nil {
 			return nil, err
 		}
-		defer c.unlockWrite()
+		defer unlock()
 	}
 	cs, err := c.stmt(ctx, query)
 	if err != nil {
@@ -171,17 +205,13 @@ func (c *sqliteConn) ExecContext(ctx context.Context, query string, args []drive
 }
 
 func (c *sqliteConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	locked := false
+	release := func() {}
 	if !c.inTx && !isRead(query) { // e.g. INSERT ... RETURNING
-		if err := c.lockWrite(ctx); err != nil {
+		unlock, err := c.lockWrite(ctx)
+		if err != nil {
 			return nil, err
 		}
-		locked = true
-	}
-	release := func() {
-		if locked {
-			c.unlockWrite()
-		}
+		release = unlock
 	}
 	cs, err := c.stmt(ctx, query)
 	if err != nil {
@@ -210,16 +240,17 @@ func (c *sqliteConn) QueryContext(ctx context.Context, query string, args []driv
 }
 
 func (c *sqliteConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	if err := c.lockWrite(ctx); err != nil {
+	unlock, err := c.lockWrite(ctx)
+	if err != nil {
 		return nil, err
 	}
 	tx, err := c.rawConn().BeginTx(ctx, opts)
 	if err != nil {
-		c.unlockWrite()
+		unlock()
 		return nil, err
 	}
 	c.inTx = true
-	return &sqliteTx{Tx: tx, conn: c}, nil
+	return &sqliteTx{Tx: tx, conn: c, unlock: unlock}, nil
 }
 
 func (c *sqliteConn) Begin() (driver.Tx, error) {
@@ -265,7 +296,8 @@ func (c *sqliteConn) IsValid() bool {
 
 type sqliteTx struct {
 	driver.Tx
-	conn *sqliteConn
+	conn   *sqliteConn
+	unlock func()
 }
 
 func (t *sqliteTx) Commit() error {
@@ -280,7 +312,7 @@ func (t *sqliteTx) Rollback() error {
 
 func (t *sqliteTx) end() {
 	t.conn.inTx = false
-	t.conn.unlockWrite()
+	t.unlock()
 }
 
 type sqliteRows struct {

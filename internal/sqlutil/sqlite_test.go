@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parley-chat/parley/internal/sqlutil"
 	"github.com/parley-chat/parley/internal/testdb"
@@ -115,5 +116,65 @@ func TestSQLiteNestedQueriesOfOneStatement(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSQLiteWriterQueueDoesNotStarveTheHolder: many goroutines wait for the
+// write slot while the holder of a transaction also reads through the pool.
+// Waiting writers must not hold pooled connections, or the holder's read
+// would wait for them and they for it.
+func TestSQLiteWriterQueueDoesNotStarveTheHolder(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlutil.Open(testdb.URL(t, "sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE w (v INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	holderDone := make(chan error, 1)
+	go func() {
+		holderDone <- db.WithTx(ctx, func(tx *sql.Tx) error {
+			close(started)
+			time.Sleep(200 * time.Millisecond) // let the writers pile up
+			var n int
+			// A read through the pool, not the transaction.
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM w`).Scan(&n); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO w VALUES (0)`)
+			return err
+		})
+	}()
+	<-started
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ { // more than the pool's connections
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				_ = db.WithTx(ctx, func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, `INSERT INTO w VALUES ($1)`, i)
+					return err
+				})
+			} else {
+				_, _ = db.ExecContext(ctx, `INSERT INTO w VALUES ($1)`, i)
+			}
+		}()
+	}
+	select {
+	case err := <-holderDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transaction's holder could not get a connection for a read")
+	}
+	wg.Wait()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM w`).Scan(&n); err != nil || n != 33 {
+		t.Fatalf("%d rows, %v; want 33", n, err)
 	}
 }

@@ -41,6 +41,87 @@ func (d Dialect) String() string {
 type DB struct {
 	*sql.DB
 	Dialect Dialect
+	// writeSlot is SQLite's single writer slot (nil for PostgreSQL); see
+	// sqlite.go.
+	writeSlot chan struct{}
+}
+
+// BeginTx starts a transaction. On SQLite every transaction writes, so the
+// write slot is taken before a connection is checked out of the pool.
+func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	if db.writeSlot == nil {
+		return db.DB.BeginTx(ctx, opts)
+	}
+	t, ctx, err := db.ticket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := db.DB.BeginTx(ctx, opts)
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	return tx, nil // released when the transaction ends
+}
+
+// ExecContext runs a statement; on SQLite a write takes the write slot
+// before a connection is checked out.
+func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if db.writeSlot == nil || isRead(query) {
+		return db.DB.ExecContext(ctx, query, args...)
+	}
+	t, ctx, err := db.ticket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer t.release()
+	return db.DB.ExecContext(ctx, query, args...)
+}
+
+// QueryContext runs a query; on SQLite a writing one (INSERT ... RETURNING)
+// takes the write slot before a connection is checked out and gives it
+// back when the rows are closed.
+func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if db.writeSlot == nil || isRead(query) {
+		return db.DB.QueryContext(ctx, query, args...)
+	}
+	t, ctx, err := db.ticket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.DB.QueryContext(ctx, query, args...)
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	return rows, nil
+}
+
+// QueryRowContext is QueryContext for one row.
+func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if db.writeSlot == nil || isRead(query) {
+		return db.DB.QueryRowContext(ctx, query, args...)
+	}
+	t, tctx, err := db.ticket(ctx)
+	if err != nil {
+		// Let database/sql report the failure through the Row.
+		canceled, cancel := context.WithCancelCause(ctx)
+		cancel(err)
+		return db.DB.QueryRowContext(canceled, query, args...)
+	}
+	row := db.DB.QueryRowContext(tctx, query, args...)
+	if row.Err() != nil {
+		t.release()
+	}
+	return row
+}
+
+func (db *DB) ticket(ctx context.Context) (*writeTicket, context.Context, error) {
+	if err := acquireWrite(ctx, db.writeSlot); err != nil {
+		return nil, nil, err
+	}
+	t := &writeTicket{sem: db.writeSlot}
+	return t, context.WithValue(ctx, writeTicketKey{}, t), nil
 }
 
 // Open connects to a database URL: postgres:// or postgresql:// for
@@ -80,14 +161,15 @@ func Open(dbURL string) (*DB, error) {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
-		db := sql.OpenDB(newSQLiteConnector("file:" + path + "?" + q.Encode()))
+		connector := newSQLiteConnector("file:" + path + "?" + q.Encode())
+		db := sql.OpenDB(connector)
 		db.SetMaxOpenConns(8)
 		db.SetMaxIdleConns(8)
 		if err := db.Ping(); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
-		return &DB{DB: db, Dialect: SQLite}, nil
+		return &DB{DB: db, Dialect: SQLite, writeSlot: connector.write}, nil
 	default:
 		return nil, fmt.Errorf("database URL %q: expected postgres://, postgresql://, sqlite: or file:", dbURL)
 	}
