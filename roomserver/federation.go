@@ -230,6 +230,15 @@ func (b *batch) joinRemote(ctx context.Context, req *api.JoinRemoteRoomRequest) 
 			usable = append(usable, id)
 		}
 	}
+	if len(b.ext) > 0 {
+		joined, _, err := b.s.db.SelectServerMembership(ctx, b.room.NID, string(b.s.serverName))
+		if err != nil {
+			return err
+		}
+		if joined > 0 {
+			return b.joinLiveRoom(ctx, join, usable)
+		}
+	}
 	before, err := b.stateFromIDs(ctx, usable)
 	if err != nil {
 		return err
@@ -246,6 +255,24 @@ func (b *batch) joinRemote(ctx context.Context, req *api.JoinRemoteRoomRequest) 
 	b.ext = nil
 	_, err = b.store(ctx, join, before, nil, false, false, nil)
 	return err
+}
+
+// joinLiveRoom stores a send_join's join in a room this server is in
+// already: another local user's join, made at about the same time, got
+// here first. The room's state is live, so the join is one more event of
+// its DAG, placed as a received PDU is (its state from send_join if its
+// prev_events are not known here), not a new start. It may be stored
+// already as an outlier, in the state of that other join: it is then
+// promoted, not stored again.
+func (b *batch) joinLiveRoom(ctx context.Context, join gomatrixserverlib.PDU, stateIDs []string) error {
+	var res api.InputEventResult
+	if err := b.inputEvent(ctx, join, stateIDs, &res); err != nil {
+		return err
+	}
+	if res.Rejected || res.SoftFailed {
+		return &api.NotAllowedError{Reason: "the join is not allowed by the room's state"}
+	}
+	return nil
 }
 
 // remoteMembership records a local user's membership event from another
