@@ -308,18 +308,25 @@ func (s *Service) addPresence(ctx context.Context, req *syncRequest, memberships
 	if pf != nil && pf.Types != nil && len(*pf.Types) == 0 {
 		return nil
 	}
-	changes, err := s.db.PresenceSince(ctx, since.Presence, next.Presence, req.since == nil, maxPresencePerSync)
-	if err != nil {
-		return err
-	}
-	if len(changes) == maxPresencePerSync {
-		next.Presence = changes[len(changes)-1].Position
-	}
 	var joined []string
 	for _, m := range memberships {
 		if m.Membership == "join" {
 			joined = append(joined, m.RoomID)
 		}
+	}
+	// The users sharing a room with the requester are known in memory, and
+	// so is the newest presence of each user: looking up the room-mates
+	// costs a lookup each, not a scan of everyone's changes.
+	changes, ok := s.db.PresenceOf(s.notifier.usersSharing(joined, req.userID), since.Presence, next.Presence, req.since == nil)
+	if !ok {
+		var err error
+		if changes, err = s.db.PresenceSince(ctx, since.Presence, next.Presence, req.since == nil, maxPresencePerSync); err != nil {
+			return err
+		}
+	}
+	if len(changes) >= maxPresencePerSync {
+		changes = changes[:maxPresencePerSync]
+		next.Presence = changes[len(changes)-1].Position
 	}
 	limit := pf.limit(maxPresencePerSync, maxPresencePerSync)
 	now := time.Now()
@@ -357,6 +364,24 @@ func (n *Notifier) sharingAnyRoom(rooms, users []string) map[string]bool {
 			if _, ok := n.joined[r][u]; ok {
 				out[u] = true
 				break
+			}
+		}
+	}
+	return out
+}
+
+// usersSharing returns self and the users joined to any of rooms, each
+// once.
+func (n *Notifier) usersSharing(rooms []string, self string) []string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	seen := map[string]bool{self: true}
+	out := []string{self}
+	for _, r := range rooms {
+		for u := range n.joined[r] {
+			if !seen[u] {
+				seen[u] = true
+				out = append(out, u)
 			}
 		}
 	}

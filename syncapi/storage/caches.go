@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -105,67 +106,95 @@ func (d *DB) CurrentStateEntries(ctx context.Context, roomID string) ([]StateEnt
 	return out, rows.Err()
 }
 
-// maxRecentPresence bounds the in-memory log of presence changes.
-const maxRecentPresence = 4096
+// maxPresenceEntries bounds the in-memory copy of the presence table.
+const maxPresenceEntries = 200_000
 
-// presenceLog holds the newest presence changes, so that the /syncs a
-// burst of presence changes wakes (every member of the changed users'
-// rooms) read them from memory. Like syncapi_presence it has at most one
-// entry per user, the latest; it holds every change with a position above
-// from.
-type presenceLog struct {
-	mu      sync.Mutex // held by PutPresences across its transaction
-	logMu   sync.Mutex // guards from and entries
-	from    int64
-	entries []Presence
+// presenceLatest is the newest rows of syncapi_presence (one per user, its
+// latest change) in memory: every row with a position above from is here.
+// A /sync asks it for the presence of the users it shares rooms with,
+// which costs a lookup per room-mate, where the table can only be asked
+// for every user's changes and filtered.
+type presenceLatest struct {
+	mu     sync.Mutex // held by PutPresences across its transaction
+	logMu  sync.Mutex // guards from and byUser
+	from   int64
+	byUser map[string]Presence
 }
 
-// appendLocked adds committed changes, in position order; the caller holds mu.
-func (l *presenceLog) appendLocked(ps []Presence) {
+// load fills the copy with the newest rows of the table.
+func (l *presenceLatest) load(ctx context.Context, d *DB) error {
+	rows, err := d.db.QueryContext(ctx, `SELECT `+presenceColumns+` FROM syncapi_presence ORDER BY position DESC LIMIT $1`, maxPresenceEntries)
+	if err != nil {
+		return fmt.Errorf("load presence: %w", err)
+	}
+	ps, err := scanPresences(rows)
+	if err != nil {
+		return err
+	}
+	l.byUser = make(map[string]Presence, len(ps))
+	for _, p := range ps {
+		l.byUser[p.UserID] = p
+	}
+	if len(ps) == maxPresenceEntries {
+		l.from = ps[len(ps)-1].Position
+	}
+	return nil
+}
+
+// appendLocked records committed rows, in position order; the caller
+// holds mu. Past the bound the oldest tenth is dropped.
+func (l *presenceLatest) appendLocked(ps []Presence) {
 	l.logMu.Lock()
 	defer l.logMu.Unlock()
 	for _, p := range ps {
-		l.entries = slices.DeleteFunc(l.entries, func(e Presence) bool { return e.UserID == p.UserID })
-		l.entries = append(l.entries, p)
+		l.byUser[p.UserID] = p
 	}
-	if n := len(l.entries) - maxRecentPresence; n > 0 {
-		l.from = l.entries[n-1].Position
-		l.entries = slices.Delete(l.entries, 0, n)
+	if len(l.byUser) <= maxPresenceEntries {
+		return
+	}
+	positions := make([]int64, 0, len(l.byUser))
+	for _, p := range l.byUser {
+		positions = append(positions, p.Position)
+	}
+	slices.Sort(positions)
+	l.from = positions[len(positions)/10]
+	for u, p := range l.byUser {
+		if p.Position <= l.from {
+			delete(l.byUser, u)
+		}
 	}
 }
 
-// since answers PresenceSince if the log reaches back to after.
-func (l *presenceLog) since(after, upto int64, skipOffline bool, limit int) ([]Presence, bool) {
+// touch mirrors TouchPresence.
+func (l *presenceLatest) touch(users []string, ts int64) {
+	l.logMu.Lock()
+	defer l.logMu.Unlock()
+	for _, u := range users {
+		if p, ok := l.byUser[u]; ok {
+			p.LastActiveTS = ts
+			l.byUser[u] = p
+		}
+	}
+}
+
+// PresenceOf returns the presence rows of users whose position is in
+// (after, upto], oldest first (without offline users when skipOffline),
+// or false if the in-memory copy does not reach back to after.
+func (d *DB) PresenceOf(users []string, after, upto int64, skipOffline bool) ([]Presence, bool) {
+	l := &d.presence
 	l.logMu.Lock()
 	defer l.logMu.Unlock()
 	if after < l.from {
 		return nil, false
 	}
 	var out []Presence
-	for _, p := range l.entries {
-		if len(out) == limit {
-			break
-		}
-		if p.Position > after && p.Position <= upto && !(skipOffline && p.Presence == "offline") {
+	for _, u := range users {
+		if p, ok := l.byUser[u]; ok && p.Position > after && p.Position <= upto && !(skipOffline && p.Presence == "offline") {
 			out = append(out, p)
 		}
 	}
+	slices.SortFunc(out, func(a, b Presence) int { return cmp.Compare(a.Position, b.Position) })
 	return out, true
-}
-
-// touch mirrors TouchPresence.
-func (l *presenceLog) touch(users []string, ts int64) {
-	set := make(map[string]bool, len(users))
-	for _, u := range users {
-		set[u] = true
-	}
-	l.logMu.Lock()
-	defer l.logMu.Unlock()
-	for i := range l.entries {
-		if set[l.entries[i].UserID] {
-			l.entries[i].LastActiveTS = ts
-		}
-	}
 }
 
 // AllUnreadCounts returns a user's non-zero counts in every room.

@@ -73,9 +73,6 @@ func (d *DB) loadPositions(ctx context.Context) error {
 		case StreamAccountData, StreamReceipts, StreamToDevice, StreamDeviceLists, StreamPresence:
 			advance(d.pos.forStream(stream), pos)
 		}
-		if stream == StreamPresence {
-			d.presence.from = pos
-		}
 	}
 	return rows.Err()
 }

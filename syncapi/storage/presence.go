@@ -114,9 +114,6 @@ func (d *DB) PresencesFor(ctx context.Context, userIDs []string) ([]Presence, er
 // them. With skipOffline, users whose presence is offline are left out (an
 // initial sync need not list them: offline is what clients assume).
 func (d *DB) PresenceSince(ctx context.Context, after, upto int64, skipOffline bool, limit int) ([]Presence, error) {
-	if out, ok := d.presence.since(after, upto, skipOffline, limit); ok {
-		return out, nil
-	}
 	q := `SELECT ` + presenceColumns + ` FROM syncapi_presence WHERE position > $1 AND position <= $2`
 	if skipOffline {
 		q += ` AND presence <> 'offline'`

@@ -121,7 +121,7 @@ CREATE TABLE syncapi_filters (
 type DB struct {
 	db       *sqlutil.DB
 	pos      streamPositions
-	presence presenceLog
+	presence presenceLatest
 }
 
 // Open runs the sync API's migrations on db and returns its storage.
@@ -137,6 +137,9 @@ func Open(ctx context.Context, db *sqlutil.DB) (*DB, error) {
 	}
 	d := &DB{db: db}
 	if err := d.loadPositions(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.presence.load(ctx, d); err != nil {
 		return nil, err
 	}
 	return d, nil
