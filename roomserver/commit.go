@@ -23,9 +23,11 @@ const (
 	// maxGroupBatches bounds how many rooms' batches share a transaction.
 	maxGroupBatches = 128
 	// eventNIDBlock and roomNIDBlock are how many NIDs one reservation in
-	// the database takes (one extra commit per block).
-	eventNIDBlock = 1024
-	roomNIDBlock  = 16
+	// the database takes. A reservation is a commit that every room's next
+	// event waits for (on SQLite behind whatever holds the writer), so
+	// blocks are large; a restart leaves the rest of a block unused.
+	eventNIDBlock = 1 << 16
+	roomNIDBlock  = 64
 )
 
 // commitJob is one room's batch waiting to be committed.
