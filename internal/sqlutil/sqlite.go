@@ -140,7 +140,9 @@ func cacheable(query string) bool {
 	return !strings.Contains(q, ";")
 }
 
-// isRead reports whether a statement outside a transaction only reads.
+// isRead reports whether a statement outside a transaction only reads: a
+// SELECT, a PRAGMA, or a WITH (common table expression) whose statement
+// names no INSERT, UPDATE or DELETE.
 func isRead(query string) bool {
 	q := strings.TrimSpace(query)
 	if len(q) < 6 {
@@ -149,6 +151,10 @@ func isRead(query string) bool {
 	switch strings.ToUpper(q[:6]) {
 	case "SELECT", "PRAGMA":
 		return true
+	}
+	if strings.EqualFold(q[:4], "WITH") {
+		u := strings.ToUpper(q)
+		return !strings.Contains(u, "INSERT") && !strings.Contains(u, "UPDATE") && !strings.Contains(u, "DELETE")
 	}
 	return false
 }
