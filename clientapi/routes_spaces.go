@@ -34,7 +34,7 @@ const (
 
 // hierarchyRoom is the spec's SpaceHierarchyRoomsChunk.
 type hierarchyRoom struct {
-	publicRoomsChunk
+	rsapi.PublicRoomsChunk
 	ChildrenState []strippedChildEvent `json:"children_state"`
 }
 
@@ -205,7 +205,7 @@ func (s *Server) walkHierarchy(ctx context.Context, req *hierarchyRequest) ([]hi
 			}
 		}
 		if steps > req.skip {
-			rooms = append(rooms, hierarchyRoom{publicRoomsChunk: chunkFromSummary(sum), ChildrenState: orEmpty(children)})
+			rooms = append(rooms, hierarchyRoom{PublicRoomsChunk: rsapi.ChunkFromSummary(sum), ChildrenState: orEmpty(children)})
 		}
 		if e.depth < req.maxDepth {
 			for i := len(children) - 1; i >= 0; i-- {

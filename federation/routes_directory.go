@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/parley-chat/parley/internal/httputil"
 	rsapi "github.com/parley-chat/parley/roomserver/api"
@@ -12,51 +11,13 @@ import (
 )
 
 // Spec: server-server §"Public Room Directory". Another server's users
-// browse this server's published rooms; the pages and tokens are those of
-// the client API's directory ("d" and an offset), so a token from either
-// works with both.
-const (
-	defaultDirectoryLimit = 100
-	maxDirectoryLimit     = 500
-	maxDirectoryOffset    = 1_000_000
-)
-
-type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
-	Filter *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
-
-// publicRoomsChunk is the spec's PublishedRoomsChunk.
-type publicRoomsChunk struct {
-	RoomID           string `json:"room_id"`
-	Name             string `json:"name,omitempty"`
-	Topic            string `json:"topic,omitempty"`
-	CanonicalAlias   string `json:"canonical_alias,omitempty"`
-	AvatarURL        string `json:"avatar_url,omitempty"`
-	NumJoinedMembers int    `json:"num_joined_members"`
-	WorldReadable    bool   `json:"world_readable"`
-	GuestCanJoin     bool   `json:"guest_can_join"`
-	JoinRule         string `json:"join_rule,omitempty"`
-	RoomType         string `json:"room_type,omitempty"`
-}
-
-type publicRoomsResponse struct {
-	Chunk                  []publicRoomsChunk `json:"chunk"`
-	NextBatch              string             `json:"next_batch,omitempty"`
-	PrevBatch              string             `json:"prev_batch,omitempty"`
-	TotalRoomCountEstimate int                `json:"total_room_count_estimate"`
-}
+// browse this server's published rooms; rsapi.AnswerPublicRooms makes the
+// pages for both APIs, so a token from either works with both.
 
 // handleGetPublicRooms serves GET /_matrix/federation/v1/publicRooms.
 func (s *Service) handleGetPublicRooms(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	req := publicRoomsRequest{Since: q.Get("since"), ThirdPartyInstanceID: q.Get("third_party_instance_id")}
+	req := rsapi.PublicRoomsRequest{Since: q.Get("since"), ThirdPartyInstanceID: q.Get("third_party_instance_id")}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -78,7 +39,7 @@ func (s *Service) handleGetPublicRooms(w http.ResponseWriter, r *http.Request) {
 
 // handlePostPublicRooms serves POST /_matrix/federation/v1/publicRooms.
 func (s *Service) handlePostPublicRooms(w http.ResponseWriter, r *http.Request) {
-	var req publicRoomsRequest
+	var req rsapi.PublicRoomsRequest
 	if err := httputil.DecodeJSON(r, MaxRequestBytes, &req); err != nil {
 		httputil.WriteError(w, r, err)
 		return
@@ -86,69 +47,15 @@ func (s *Service) handlePostPublicRooms(w http.ResponseWriter, r *http.Request) 
 	s.publicRooms(w, r, &req)
 }
 
-func (s *Service) publicRooms(w http.ResponseWriter, r *http.Request, req *publicRoomsRequest) {
-	limit := defaultDirectoryLimit
-	if req.Limit != nil {
-		if *req.Limit <= 0 {
-			httputil.WriteError(w, r, httputil.InvalidParam("limit must be positive"))
-			return
-		}
-		limit = min(*req.Limit, maxDirectoryLimit)
+func (s *Service) publicRooms(w http.ResponseWriter, r *http.Request, req *rsapi.PublicRoomsRequest) {
+	resp, err := rsapi.AnswerPublicRooms(r.Context(), s.rooms, req)
+	var bad *rsapi.InvalidParamError
+	if errors.As(err, &bad) {
+		err = httputil.InvalidParam("%s", bad.Reason)
 	}
-	offset := 0
-	if req.Since != "" {
-		rest, ok := strings.CutPrefix(req.Since, "d")
-		n, err := strconv.Atoi(rest)
-		if !ok || err != nil || n < 0 || n > maxDirectoryOffset || strconv.Itoa(n) != rest {
-			httputil.WriteError(w, r, httputil.InvalidParam("Unknown pagination token %q", req.Since))
-			return
-		}
-		offset = n
-	}
-	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
-		httputil.WriteError(w, r, httputil.InvalidParam("third_party_instance_id cannot be used with include_all_networks"))
-		return
-	}
-	resp := publicRoomsResponse{Chunk: []publicRoomsChunk{}}
-	// No application services bridge third-party networks here: any one
-	// third-party network has no rooms.
-	if req.ThirdPartyInstanceID != "" {
-		httputil.WriteJSON(w, http.StatusOK, resp)
-		return
-	}
-	query := &rsapi.PublishedRoomsRequest{Offset: offset, Limit: limit}
-	if f := req.Filter; f != nil {
-		query.SearchTerm = strings.TrimSpace(f.GenericSearchTerm)
-		if f.RoomTypes != nil {
-			query.FilterRoomTypes = true
-			for _, t := range f.RoomTypes {
-				// null stands for rooms without a type.
-				if t == nil {
-					query.RoomTypes = append(query.RoomTypes, "")
-				} else {
-					query.RoomTypes = append(query.RoomTypes, *t)
-				}
-			}
-		}
-	}
-	page, err := s.rooms.QueryPublishedRooms(r.Context(), query)
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
-	}
-	for _, sum := range page.Rooms {
-		resp.Chunk = append(resp.Chunk, publicRoomsChunk{
-			RoomID: sum.RoomID, Name: sum.Name, Topic: sum.Topic, CanonicalAlias: sum.CanonicalAlias,
-			AvatarURL: sum.AvatarURL, NumJoinedMembers: sum.NumJoinedMembers, WorldReadable: sum.WorldReadable(),
-			GuestCanJoin: sum.GuestCanJoin, JoinRule: sum.JoinRule, RoomType: sum.RoomType,
-		})
-	}
-	resp.TotalRoomCountEstimate = page.Total
-	if offset+len(page.Rooms) < page.Total {
-		resp.NextBatch = "d" + strconv.Itoa(offset+len(page.Rooms))
-	}
-	if offset > 0 {
-		resp.PrevBatch = "d" + strconv.Itoa(max(offset-limit, 0))
 	}
 	httputil.WriteJSON(w, http.StatusOK, resp)
 }
