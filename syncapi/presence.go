@@ -285,6 +285,14 @@ type presenceContent struct {
 	CurrentlyActive *bool   `json:"currently_active,omitempty"`
 }
 
+// presenceEvent is an m.presence event in /sync (a struct, not a map: a
+// burst of presence changes puts thousands of them in responses).
+type presenceEvent struct {
+	Type    string          `json:"type"`
+	Sender  string          `json:"sender"`
+	Content presenceContent `json:"content"`
+}
+
 func presenceContentOf(p *storage.Presence, now time.Time) presenceContent {
 	ago := max(now.UnixMilli()-p.LastActiveTS, 0)
 	c := presenceContent{Presence: p.Presence, LastActiveAgo: &ago, StatusMsg: p.StatusMsg}
@@ -346,7 +354,7 @@ func (s *Service) addPresence(ctx context.Context, req *syncRequest, memberships
 		if p.UserID != req.userID && !sharing[p.UserID] {
 			continue
 		}
-		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": presenceContentOf(p, now)})
+		ev, _ := json.Marshal(presenceEvent{Type: "m.presence", Sender: p.UserID, Content: presenceContentOf(p, now)})
 		resp.Presence.Events = append(resp.Presence.Events, ev)
 	}
 	return nil
