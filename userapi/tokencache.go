@@ -21,7 +21,7 @@ import (
 // cached (epoch below). A change made by another process (the `parley`
 // command line, or a second instance sharing the database) is seen here
 // once the entry expires: tokenCacheTTL is the bound on that staleness
-// (docs/ARCHITECTURE.md, "User API").
+// (docs/ARCHITECTURE.md, Sync API, "Caches").
 //
 // A device's one-time key counts and unused fallback key types, which
 // every /sync of the device reports, are cached the same way: uploads,
