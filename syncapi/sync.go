@@ -327,13 +327,22 @@ func (s *Service) joinedRoom(ctx context.Context, rc *roomContext, m storage.Roo
 	var err error
 	switch {
 	case fromTail:
-		// No state changed after the token, so there is no state to send.
 		var limited, relations bool
 		tl, limited, relations = tailTimeline(tail, m.RoomID, vis, rc.req.filter.timelineLimit(), rc.rf.Timeline)
 		if jr.Timeline, err = s.timelineJSON(ctx, rc, m.RoomID, vis, tl, limited, relations); err != nil {
 			return nil, err
 		}
-		if hasMember(tl) {
+		// No state changed after the token, so there is no state to send,
+		// except the lazy-loaded members of the timeline's senders (from
+		// the cached current state).
+		var state []storage.Event
+		if rc.rf.State != nil && rc.rf.State.LazyLoadMembers {
+			if state, err = s.stateFor(ctx, m.RoomID, rc.rf.State, rc.since.Events, rc.cur.Events, tl, rc.req.userID); err != nil {
+				return nil, err
+			}
+			jr.State.Events = rc.fm.formatAll(state)
+		}
+		if hasMember(tl) || hasMember(state) {
 			if jr.Summary, err = s.roomSummary(ctx, m.RoomID, rc.req.userID); err != nil {
 				return nil, err
 			}

@@ -184,6 +184,10 @@ func TestTailAnswersLikeTheDatabase(t *testing.T) {
 		if got := timelineIDs(r, room); !slices.Equal(got, []string{m3}) || !r.Rooms.Join[room].Timeline.Limited {
 			t.Fatalf("limit 1: timeline %v limited %v", got, r.Rooms.Join[room].Timeline.Limited)
 		}
+		lazy := &Filter{Room: &RoomFilter{State: &RoomEventFilter{LazyLoadMembers: true}}}
+		if r := syncBothWays(t, e, bob, "DEV_bob", t0, lazy); len(r.Rooms.Join[room].State.Events) == 0 {
+			t.Fatal("lazy-loading: no member events for the timeline's senders")
+		}
 		noMessages := &Filter{Room: &RoomFilter{Timeline: &RoomEventFilter{EventFilter: EventFilter{NotTypes: []string{"m.room.*"}}}}}
 		if r := syncBothWays(t, e, bob, "DEV_bob", t0, noMessages); r.Rooms.Join[room] != nil {
 			t.Fatal("a room whose new events are all filtered out was sent")
