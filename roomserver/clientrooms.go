@@ -151,28 +151,7 @@ func (s *Service) currentStateNIDsOfType(ctx context.Context, roomID, eventType 
 		}
 		return nids
 	}
-	sh := s.shardFor(roomID)
-	sh.mu.Lock()
-	a := sh.rooms[roomID]
-	sh.mu.Unlock()
-	if a != nil {
-		a.stateMu.RLock()
-		if rs := a.state; rs != nil {
-			room, verImpl, nids := rs.room, rs.verImpl, pick(rs.current)
-			a.stateMu.RUnlock()
-			return &room, verImpl, nids, nil
-		}
-		a.stateMu.RUnlock()
-	}
-	room, verImpl, err := s.room(ctx, roomID)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	state, _, err := loadSnapshot(ctx, s.db, s.db.DB, room.NID, room.Snapshot)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return room, verImpl, pick(state), nil
+	return s.pickCurrentState(ctx, roomID, pick)
 }
 
 // SetRoomPublished implements api.ClientRoomsAPI.

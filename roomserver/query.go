@@ -52,6 +52,34 @@ func (s *Service) InputFederationEvents(ctx context.Context, req *api.InputFeder
 	return &api.InputFederationEventsResponse{Results: t.results}, nil
 }
 
+// pickCurrentState returns a room and the event NIDs pick chooses from
+// its current state map: the actor's cached map when the room has one,
+// else the map of the room's current snapshot.
+func (s *Service) pickCurrentState(ctx context.Context, roomID string, pick func(stateMap) []int64) (*storage.Room, gomatrixserverlib.IRoomVersion, []int64, error) {
+	sh := s.shardFor(roomID)
+	sh.mu.Lock()
+	a := sh.rooms[roomID]
+	sh.mu.Unlock()
+	if a != nil {
+		a.stateMu.RLock()
+		if rs := a.state; rs != nil {
+			room, verImpl, nids := rs.room, rs.verImpl, pick(rs.current)
+			a.stateMu.RUnlock()
+			return &room, verImpl, nids, nil
+		}
+		a.stateMu.RUnlock()
+	}
+	room, verImpl, err := s.room(ctx, roomID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	state, _, err := loadSnapshot(ctx, s.db, s.db.DB, room.NID, room.Snapshot)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return room, verImpl, pick(state), nil
+}
+
 // reader gives queries the event loaders of a room, outside any batch.
 func (s *Service) reader(room *storage.Room, verImpl gomatrixserverlib.IRoomVersion) *batch {
 	return &batch{s: s, q: s.db.DB, rs: &roomState{room: *room, verImpl: verImpl}, room: *room}
@@ -76,28 +104,7 @@ func (s *Service) roomWithState(ctx context.Context, roomID string, tuples []tup
 		}
 		return nids
 	}
-	sh := s.shardFor(roomID)
-	sh.mu.Lock()
-	a := sh.rooms[roomID]
-	sh.mu.Unlock()
-	if a != nil {
-		a.stateMu.RLock()
-		if rs := a.state; rs != nil {
-			room, verImpl, nids := rs.room, rs.verImpl, pick(rs.current)
-			a.stateMu.RUnlock()
-			return &room, verImpl, nids, nil
-		}
-		a.stateMu.RUnlock()
-	}
-	room, verImpl, err := s.room(ctx, roomID)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	state, _, err := loadSnapshot(ctx, s.db, s.db.DB, room.NID, room.Snapshot)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return room, verImpl, pick(state), nil
+	return s.pickCurrentState(ctx, roomID, pick)
 }
 
 func (s *Service) room(ctx context.Context, roomID string) (*storage.Room, gomatrixserverlib.IRoomVersion, error) {
